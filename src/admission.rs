@@ -1,0 +1,303 @@
+//! The admission envelope: `AdmissionReview` (admission.k8s.io/v1) in, `AdmissionReview` out.
+//!
+//! Our own lean serde types rather than kube-core's `AdmissionReview<DynamicObject>`: the request is
+//! read borrowed, the pod only where the decision needs it (see [`crate::pod`]), and the patch is sent
+//! as the base64 string the API documents (kube-core serializes `patch` as a number array; kube-rs
+//! issue 1781). A test checks both read the captured reviews alike.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::audit::{self, Entry, Owner};
+use crate::engine::{self, Decision, Namespace};
+use crate::nodepool::NodePoolIndex;
+use crate::pod::Pod;
+use crate::policy::Policy;
+
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+pub const KIND: &str = "AdmissionReview";
+
+/// A body that is not a usable AdmissionReview: answered with HTTP 400 and this message.
+#[derive(Debug, thiserror::Error)]
+pub enum BadReview {
+    #[error("body is not JSON: {0}")]
+    NotJson(serde_json::Error),
+    #[error("body is not an admission.k8s.io/v1 AdmissionReview: {0}")]
+    NotAReview(String),
+    #[error("request.object is not a Pod: {0}")]
+    NotAPod(serde_json::Error),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewIn<'a> {
+    #[serde(borrow)]
+    api_version: Option<&'a str>,
+    #[serde(borrow)]
+    kind: Option<&'a str>,
+    #[serde(borrow)]
+    request: Option<RequestIn<'a>>,
+}
+
+#[derive(Deserialize)]
+struct GroupVersionKind<'a> {
+    #[serde(borrow, default)]
+    group: &'a str,
+    #[serde(borrow, default)]
+    kind: &'a str,
+}
+
+#[derive(Deserialize)]
+struct GroupVersionResource<'a> {
+    #[serde(borrow, default)]
+    group: &'a str,
+    #[serde(borrow, default)]
+    resource: &'a str,
+}
+
+#[derive(Deserialize, Default)]
+struct UserInfo {
+    #[serde(default)]
+    username: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestIn<'a> {
+    uid: String,
+    #[serde(borrow)]
+    kind: GroupVersionKind<'a>,
+    #[serde(borrow)]
+    resource: GroupVersionResource<'a>,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    operation: String,
+    #[serde(default)]
+    user_info: UserInfo,
+    #[serde(borrow, default)]
+    object: Option<&'a RawValue>,
+    #[serde(default)]
+    dry_run: Option<bool>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<StatusOut<'a>>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: &'a [String],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    audit_annotations: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct StatusOut<'a> {
+    status: &'static str,
+    message: &'a str,
+    reason: &'static str,
+    code: u16,
+}
+
+/// What the webhook needs besides the request: the policy, NodePools, and namespace labels.
+pub trait Facts {
+    fn policy(&self) -> &Policy;
+    fn node_pools(&self) -> &NodePoolIndex;
+    /// Labels of a namespace (`kubernetes.io/metadata.name` at least). Only asked when a rule selects
+    /// on labels.
+    fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String>;
+}
+
+/// Offline facts: a policy and NodePools, namespaces known only by name.
+pub struct StaticFacts {
+    pub policy: Policy,
+    pub pools: NodePoolIndex,
+}
+
+impl Facts for StaticFacts {
+    fn policy(&self) -> &Policy {
+        &self.policy
+    }
+    fn node_pools(&self) -> &NodePoolIndex {
+        &self.pools
+    }
+    fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
+        name_label(namespace)
+    }
+}
+
+/// The label the API server sets on every namespace (NamespaceDefaultLabelName, GA in 1.22).
+pub fn name_label(namespace: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(
+        "kubernetes.io/metadata.name".to_string(),
+        namespace.to_string(),
+    )])
+}
+
+/// The answer to one review.
+#[derive(Debug)]
+pub struct Reviewed {
+    /// The serialized response AdmissionReview.
+    pub body: Vec<u8>,
+    /// The engine's decision; `None` when the request is not a pod CREATE (allowed untouched).
+    pub decision: Option<Decision>,
+    /// The audit entry, for pods that ask for a GPU resource.
+    pub audit: Option<Entry>,
+}
+
+/// Reads a review, decides, and writes the answer. Never panics on any input.
+pub fn review(body: &[u8], facts: &dyn Facts) -> Result<Reviewed, BadReview> {
+    let parsed: ReviewIn<'_> = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            BadReview::NotAReview(e.to_string())
+        } else {
+            BadReview::NotJson(e)
+        }
+    })?;
+    if parsed.api_version != Some(API_VERSION) || parsed.kind != Some(KIND) {
+        return Err(BadReview::NotAReview(format!(
+            "apiVersion {:?} kind {:?}; expected {API_VERSION} {KIND}",
+            parsed.api_version.unwrap_or(""),
+            parsed.kind.unwrap_or("")
+        )));
+    }
+    let Some(mut req) = parsed.request else {
+        return Err(BadReview::NotAReview("it has no request".into()));
+    };
+
+    // Only CREATE of core/v1 pods (not subresources such as pods/ephemeralcontainers) is ours;
+    // anything else the API server sends by misconfiguration is allowed unchanged.
+    let is_pod_create = req.operation == "CREATE"
+        && req.kind.group.is_empty()
+        && req.kind.kind == "Pod"
+        && req.resource.group.is_empty()
+        && req.resource.resource == "pods"
+        && req.sub_resource.as_deref().unwrap_or("").is_empty();
+    if !is_pod_create {
+        return Ok(Reviewed {
+            body: allow_untouched(&req.uid),
+            decision: None,
+            audit: None,
+        });
+    }
+    let Some(object) = req.object else {
+        return Err(BadReview::NotAReview(
+            "a pod CREATE without request.object".into(),
+        ));
+    };
+    let pod: Pod = serde_json::from_str(object.get()).map_err(BadReview::NotAPod)?;
+    let namespace = req
+        .namespace
+        .as_deref()
+        .or(pod.metadata.namespace.as_deref())
+        .unwrap_or("default");
+
+    let policy = facts.policy();
+    let labels = if policy.uses_labels() {
+        facts.namespace_labels(namespace)
+    } else {
+        BTreeMap::new()
+    };
+    let decision = engine::decide(
+        &pod,
+        Namespace {
+            name: namespace,
+            labels: &labels,
+        },
+        policy,
+        facts.node_pools(),
+    );
+
+    let audit = decision.audit.as_ref().map(|record| Entry {
+        uid: req.uid.clone(),
+        namespace: namespace.to_string(),
+        pod: pod.display_name().to_string(),
+        owner: pod.controller().map(|o| Owner {
+            kind: o.kind.clone(),
+            name: o.name.clone(),
+        }),
+        user: std::mem::take(&mut req.user_info.username),
+        dry_run: req.dry_run.unwrap_or(false),
+        record: record.clone(),
+    });
+    let body = respond(&req.uid, &decision);
+    Ok(Reviewed {
+        body,
+        decision: Some(decision),
+        audit,
+    })
+}
+
+fn allow_untouched(uid: &str) -> Vec<u8> {
+    write(ResponseOut {
+        uid,
+        allowed: true,
+        patch_type: None,
+        patch: None,
+        status: None,
+        warnings: &[],
+        audit_annotations: BTreeMap::new(),
+    })
+}
+
+/// Serializes a decision as the response AdmissionReview.
+pub fn respond(uid: &str, decision: &Decision) -> Vec<u8> {
+    let patch = (!decision.patch.is_empty()).then(|| {
+        let json = serde_json::to_vec(&decision.patch).unwrap_or_default();
+        base64::engine::general_purpose::STANDARD.encode(json)
+    });
+    let status = decision.denied.as_deref().map(|message| StatusOut {
+        status: "Failure",
+        message,
+        reason: "Forbidden",
+        code: 403,
+    });
+    let audit_annotations = decision
+        .audit
+        .as_ref()
+        .map(|a| {
+            a.audit_annotations()
+                .into_iter()
+                .map(|(k, v)| (k, audit::truncate(v, 1024)))
+                .collect()
+        })
+        .unwrap_or_default();
+    write(ResponseOut {
+        uid,
+        allowed: decision.allowed(),
+        patch_type: patch.as_ref().map(|_| "JSONPatch"),
+        patch,
+        status,
+        warnings: &decision.warnings,
+        audit_annotations,
+    })
+}
+
+fn write(response: ResponseOut<'_>) -> Vec<u8> {
+    // Serializing these plain structs cannot fail; an empty body would be answered as an error anyway.
+    serde_json::to_vec(&ReviewOut {
+        api_version: API_VERSION,
+        kind: KIND,
+        response,
+    })
+    .unwrap_or_default()
+}

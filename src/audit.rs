@@ -1,0 +1,216 @@
+//! The audit trail: one record per decision that touches a GPU, shown four ways — a JSON log line
+//! (target `gpu_slicer::audit`), the response's `auditAnnotations`, kubectl warnings, and the pod
+//! annotation `gpu-slicer.io/rewritten`.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// Log target of audit lines; route it separately with `RUST_LOG=gpu_slicer::audit=info`.
+pub const TARGET: &str = "gpu_slicer::audit";
+/// Pod annotation that records what the webhook rewrote.
+pub const REWRITTEN_ANNOTATION: &str = "gpu-slicer.io/rewritten";
+
+/// What became of the pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Outcome {
+    /// GPU requests renamed (and routed).
+    Rewritten,
+    /// Requests kept, only routing (node selectors, tolerations) added.
+    Routed,
+    /// Nothing to change: passthrough, or the pod already says what the rule wants.
+    Unchanged,
+    /// The developer kept whole GPUs with `gpu-slicer.io/exclusive`, and the rule allows it.
+    OptedOut,
+    Denied,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Rewritten => "rewritten",
+            Outcome::Routed => "routed",
+            Outcome::Unchanged => "unchanged",
+            Outcome::OptedOut => "optedOut",
+            Outcome::Denied => "denied",
+        }
+    }
+}
+
+/// One container resource as it was and as it became.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// `main`, or `init:warmup` for an init container.
+    pub container: String,
+    pub from: String,
+    pub to: String,
+    pub quantity: String,
+}
+
+/// What the engine decided, for the audit trail. Request facts (uid, user, dry run) are added by the
+/// admission layer in [`Entry`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    /// The matching rule; `None` when the policy's `defaultAction` applied.
+    pub rule: Option<String>,
+    pub action: &'static str,
+    pub changes: Vec<Change>,
+    pub node_pool: Option<String>,
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Record {
+    /// One line saying what happened, used for the pod annotation and `auditAnnotations`.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "rule={} action={}",
+            self.rule.as_deref().unwrap_or("(defaultAction)"),
+            self.action
+        );
+        for c in &self.changes {
+            if c.from == c.to {
+                s.push_str(&format!(
+                    "; {}: {} {} kept",
+                    c.container, c.from, c.quantity
+                ));
+            } else {
+                s.push_str(&format!(
+                    "; {}: {} {} -> {}",
+                    c.container, c.from, c.quantity, c.to
+                ));
+            }
+        }
+        if let Some(pool) = &self.node_pool {
+            s.push_str(&format!("; nodePool={pool}"));
+        }
+        s
+    }
+
+    /// `auditAnnotations` for the API server's audit log. Keys have no `/` (the API server prefixes
+    /// `<webhook name>/` and drops keys that already contain one) and at most 63 characters.
+    pub fn audit_annotations(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        out.insert(
+            "rule".to_string(),
+            self.rule
+                .clone()
+                .unwrap_or_else(|| "(defaultAction)".into()),
+        );
+        out.insert("action".to_string(), self.action.to_string());
+        out.insert("outcome".to_string(), self.outcome.as_str().to_string());
+        if !self.changes.is_empty() || self.node_pool.is_some() {
+            out.insert("rewrites".to_string(), self.summary());
+        }
+        if let Some(reason) = &self.reason {
+            out.insert("reason".to_string(), reason.clone());
+        }
+        out
+    }
+}
+
+/// The request's owner, e.g. `ReplicaSet/llm-server-84f7f4dd45`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Owner {
+    pub kind: String,
+    pub name: String,
+}
+
+/// A full audit entry: the engine's record plus who asked, for what, and whether it was a dry run.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    pub uid: String,
+    pub namespace: String,
+    /// The pod's name, or its `generateName` for controller-made pods.
+    pub pod: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+    pub user: String,
+    pub dry_run: bool,
+    #[serde(flatten)]
+    pub record: Record,
+}
+
+impl Entry {
+    /// Writes the entry as one structured log line on the audit target (JSON fields with the JSON
+    /// log format).
+    pub fn emit(&self) {
+        let r = &self.record;
+        let owner = self
+            .owner
+            .as_ref()
+            .map(|o| format!("{}/{}", o.kind, o.name));
+        let changes = serde_json::to_string(&r.changes).unwrap_or_default();
+        tracing::info!(
+            target: TARGET,
+            uid = %self.uid,
+            namespace = %self.namespace,
+            pod = %self.pod,
+            owner = owner.as_deref().unwrap_or(""),
+            user = %self.user,
+            dry_run = self.dry_run,
+            rule = r.rule.as_deref().unwrap_or("(defaultAction)"),
+            action = r.action,
+            changes = %changes,
+            node_pool = r.node_pool.as_deref().unwrap_or(""),
+            outcome = r.outcome.as_str(),
+            reason = r.reason.as_deref().unwrap_or(""),
+            "admission decision"
+        );
+    }
+}
+
+/// Cuts a message to at most `max` bytes on a character boundary, marking the cut.
+pub fn truncate(mut s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max.saturating_sub(3);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push_str("...");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_and_annotations_say_what_changed() {
+        let r = Record {
+            rule: Some("inference-mig".into()),
+            action: "mig",
+            changes: vec![Change {
+                container: "init:warmup".into(),
+                from: "nvidia.com/gpu".into(),
+                to: "nvidia.com/mig-1g.10gb".into(),
+                quantity: "1".into(),
+            }],
+            node_pool: Some("gpu-mig".into()),
+            outcome: Outcome::Rewritten,
+            reason: None,
+        };
+        assert_eq!(
+            r.summary(),
+            "rule=inference-mig action=mig; init:warmup: nvidia.com/gpu 1 -> nvidia.com/mig-1g.10gb; nodePool=gpu-mig"
+        );
+        let a = r.audit_annotations();
+        assert!(a.keys().all(|k| !k.contains('/') && k.len() <= 63));
+        assert_eq!(a["outcome"], "rewritten");
+    }
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        assert_eq!(truncate("abcdef".into(), 10), "abcdef");
+        assert_eq!(truncate("abcdefghij".into(), 8), "abcde...");
+        let t = truncate("ééééé".into(), 6);
+        assert!(t.len() <= 6 && t.ends_with("..."));
+    }
+}

@@ -1,0 +1,309 @@
+//! The GPU catalog: NVIDIA GPU models, their MIG profiles, and the EKS instance types that carry them.
+//!
+//! Data only. Every figure names its source so a reviewer can check it:
+//! - MIG profiles and the maximum instances per GPU: NVIDIA MIG User Guide, "Supported MIG Profiles"
+//!   (docs.nvidia.com/datacenter/tesla/mig-user-guide), cross-checked by a test against the GPU Operator's
+//!   default mig-parted config (`../shared/reference/gpu-operator-default-mig-parted-config.yaml`).
+//! - Profile memory in MiB for A100 and H100: what `nvidia-smi mig -lgip` reports (GiB with two decimals),
+//!   e.g. 2g.20gb on A100-80GB = 19.50 GiB = 19968 MiB. For H200 and B200, where no such capture is at hand,
+//!   the profile name's nominal decimal gigabytes converted down to MiB (conservative: sizing by it never
+//!   picks a slice that is too small by the name's own figure).
+//! - Instance types: Karpenter's instance-type reference (labels `karpenter.k8s.aws/instance-gpu-*`) and
+//!   its generated on-demand pricing for us-east-1 (generated 2026-07-20), as in
+//!   `../shared/reference/eks-gpu-instances.csv`.
+
+/// Date of the on-demand prices below (Karpenter's generated pricing table, us-east-1).
+pub const PRICES_AS_OF: &str = "2026-07-20";
+/// Region of the on-demand prices below.
+pub const PRICES_REGION: &str = "us-east-1";
+
+/// One MIG profile of one GPU model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MigProfile {
+    /// The profile name as the device plugin's mixed strategy advertises it (`nvidia.com/mig-<name>`).
+    pub name: &'static str,
+    /// Usable GPU memory of one instance, MiB.
+    pub memory_mib: u64,
+    /// How many instances of this profile alone fit on one GPU.
+    pub max_per_gpu: u32,
+}
+
+/// One GPU model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuModel {
+    /// Catalog key, e.g. `H100-80GB`.
+    pub name: &'static str,
+    /// Memory of the whole GPU, MiB (Karpenter's `karpenter.k8s.aws/instance-gpu-memory`).
+    pub memory_mib: u64,
+    /// PCI device IDs in mig-parted's `device-filter` form (`0x<device><vendor>`).
+    pub pci_ids: &'static [&'static str],
+    /// MIG profiles, smallest first; empty for GPUs without MIG.
+    pub mig_profiles: &'static [MigProfile],
+}
+
+impl GpuModel {
+    pub fn supports_mig(&self) -> bool {
+        !self.mig_profiles.is_empty()
+    }
+
+    pub fn mig_profile(&self, name: &str) -> Option<&'static MigProfile> {
+        self.mig_profiles.iter().find(|p| p.name == name)
+    }
+}
+
+const fn p(name: &'static str, memory_mib: u64, max_per_gpu: u32) -> MigProfile {
+    MigProfile {
+        name,
+        memory_mib,
+        max_per_gpu,
+    }
+}
+
+// nvidia-smi mig -lgip on A100-SXM4-40GB: 4.75 / 9.62 / 9.62 / 19.50 / 19.50 / 39.25 GiB.
+pub const A100_40GB: GpuModel = GpuModel {
+    name: "A100-40GB",
+    memory_mib: 40960,
+    pci_ids: &["0x20B010DE", "0x20B110DE"],
+    mig_profiles: &[
+        p("1g.5gb", 4864, 7),
+        p("1g.10gb", 9856, 4),
+        p("2g.10gb", 9856, 3),
+        p("3g.20gb", 19968, 2),
+        p("4g.20gb", 19968, 1),
+        p("7g.40gb", 40192, 1),
+    ],
+};
+
+// nvidia-smi mig -lgip on A100-SXM4-80GB: 9.50 / 19.50 / 19.50 / 39.25 / 39.25 / 78.75 GiB.
+pub const A100_80GB: GpuModel = GpuModel {
+    name: "A100-80GB",
+    memory_mib: 81920,
+    pci_ids: &["0x20B210DE", "0x20B510DE"],
+    mig_profiles: &[
+        p("1g.10gb", 9728, 7),
+        p("1g.20gb", 19968, 4),
+        p("2g.20gb", 19968, 3),
+        p("3g.40gb", 40192, 2),
+        p("4g.40gb", 40192, 1),
+        p("7g.80gb", 80640, 1),
+    ],
+};
+
+// nvidia-smi mig -lgip on H100-SXM5-80GB: 9.75 / 19.62 / 19.62 / 39.50 / 39.50 / 79.25 GiB.
+pub const H100_80GB: GpuModel = GpuModel {
+    name: "H100-80GB",
+    memory_mib: 81920,
+    pci_ids: &["0x233010DE", "0x233110DE", "0x232210DE"],
+    mig_profiles: &[
+        p("1g.10gb", 9984, 7),
+        p("1g.20gb", 20096, 4),
+        p("2g.20gb", 20096, 3),
+        p("3g.40gb", 40448, 2),
+        p("4g.40gb", 40448, 1),
+        p("7g.80gb", 81152, 1),
+    ],
+};
+
+// Nominal: 18 GB = 17166 MiB, 35 GB = 33378 MiB, 71 GB = 67711 MiB, 141 GB = 134466 MiB.
+pub const H200_141GB: GpuModel = GpuModel {
+    name: "H200-141GB",
+    memory_mib: 144384,
+    pci_ids: &["0x233510DE"],
+    mig_profiles: &[
+        p("1g.18gb", 17166, 7),
+        p("1g.35gb", 33378, 4),
+        p("2g.35gb", 33378, 3),
+        p("3g.71gb", 67711, 2),
+        p("4g.71gb", 67711, 1),
+        p("7g.141gb", 134466, 1),
+    ],
+};
+
+// Nominal: 23 GB = 21934 MiB, 45 GB = 42915 MiB, 90 GB = 85830 MiB, 180 GB = 171661 MiB.
+pub const B200: GpuModel = GpuModel {
+    name: "B200",
+    memory_mib: 183359,
+    pci_ids: &["0x290110DE"],
+    mig_profiles: &[
+        p("1g.23gb", 21934, 7),
+        p("1g.45gb", 42915, 4),
+        p("2g.45gb", 42915, 3),
+        p("3g.90gb", 85830, 2),
+        p("4g.90gb", 85830, 1),
+        p("7g.180gb", 171661, 1),
+    ],
+};
+
+// GPUs without MIG: memory from Karpenter's `karpenter.k8s.aws/instance-gpu-memory`.
+pub const T4: GpuModel = GpuModel {
+    name: "T4",
+    memory_mib: 16384,
+    pci_ids: &[],
+    mig_profiles: &[],
+};
+pub const A10G: GpuModel = GpuModel {
+    name: "A10G",
+    memory_mib: 22888,
+    pci_ids: &[],
+    mig_profiles: &[],
+};
+pub const L4: GpuModel = GpuModel {
+    name: "L4",
+    memory_mib: 22888,
+    pci_ids: &[],
+    mig_profiles: &[],
+};
+pub const L40S: GpuModel = GpuModel {
+    name: "L40S",
+    memory_mib: 45776,
+    pci_ids: &[],
+    mig_profiles: &[],
+};
+
+/// Every GPU model the catalog knows.
+pub const GPUS: &[&GpuModel] = &[
+    &A100_40GB,
+    &A100_80GB,
+    &H100_80GB,
+    &H200_141GB,
+    &B200,
+    &T4,
+    &A10G,
+    &L4,
+    &L40S,
+];
+
+/// One EC2 GPU instance type.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InstanceType {
+    pub name: &'static str,
+    pub gpu: &'static GpuModel,
+    pub gpus: u32,
+    /// Karpenter's `karpenter.k8s.aws/instance-gpu-name` label value.
+    pub gpu_name_label: &'static str,
+    /// On-demand $/hour in [`PRICES_REGION`] as of [`PRICES_AS_OF`]; `None` where Karpenter's table has none.
+    pub usd_per_hour: Option<f64>,
+}
+
+const fn it(
+    name: &'static str,
+    gpu: &'static GpuModel,
+    gpu_name_label: &'static str,
+    gpus: u32,
+    usd_per_hour: Option<f64>,
+) -> InstanceType {
+    InstanceType {
+        name,
+        gpu,
+        gpus,
+        gpu_name_label,
+        usd_per_hour,
+    }
+}
+
+/// EKS GPU instance types (Karpenter's instance-type reference and pricing table, us-east-1, 2026-07-20).
+pub const INSTANCE_TYPES: &[InstanceType] = &[
+    it("g4dn.xlarge", &T4, "t4", 1, Some(0.526)),
+    it("g4dn.2xlarge", &T4, "t4", 1, Some(0.752)),
+    it("g4dn.4xlarge", &T4, "t4", 1, Some(1.204)),
+    it("g4dn.8xlarge", &T4, "t4", 1, Some(2.176)),
+    it("g4dn.12xlarge", &T4, "t4", 4, Some(3.912)),
+    it("g4dn.16xlarge", &T4, "t4", 1, Some(4.352)),
+    it("g4dn.metal", &T4, "t4", 8, Some(7.824)),
+    it("g5.xlarge", &A10G, "a10g", 1, Some(1.006)),
+    it("g5.2xlarge", &A10G, "a10g", 1, Some(1.212)),
+    it("g5.4xlarge", &A10G, "a10g", 1, Some(1.624)),
+    it("g5.8xlarge", &A10G, "a10g", 1, Some(2.448)),
+    it("g5.12xlarge", &A10G, "a10g", 4, Some(5.672)),
+    it("g5.16xlarge", &A10G, "a10g", 1, Some(4.096)),
+    it("g5.24xlarge", &A10G, "a10g", 4, Some(8.144)),
+    it("g5.48xlarge", &A10G, "a10g", 8, Some(16.288)),
+    it("g6.xlarge", &L4, "l4", 1, Some(0.8048)),
+    it("g6.2xlarge", &L4, "l4", 1, Some(0.9776)),
+    it("g6.4xlarge", &L4, "l4", 1, Some(1.3232)),
+    it("g6.8xlarge", &L4, "l4", 1, Some(2.0144)),
+    it("g6.12xlarge", &L4, "l4", 4, Some(4.6016)),
+    it("g6.16xlarge", &L4, "l4", 1, Some(3.3968)),
+    it("g6.24xlarge", &L4, "l4", 4, Some(6.6752)),
+    it("g6.48xlarge", &L4, "l4", 8, Some(13.3504)),
+    it("g6e.xlarge", &L40S, "l40s", 1, Some(1.861)),
+    it("g6e.2xlarge", &L40S, "l40s", 1, Some(2.24208)),
+    it("g6e.4xlarge", &L40S, "l40s", 1, Some(3.00424)),
+    it("g6e.8xlarge", &L40S, "l40s", 1, Some(4.52856)),
+    it("g6e.12xlarge", &L40S, "l40s", 4, Some(10.49264)),
+    it("g6e.16xlarge", &L40S, "l40s", 1, Some(7.57719)),
+    it("g6e.24xlarge", &L40S, "l40s", 4, Some(15.06559)),
+    it("g6e.48xlarge", &L40S, "l40s", 8, Some(30.13118)),
+    it("p4d.24xlarge", &A100_40GB, "a100", 8, Some(21.957642)),
+    it("p4de.24xlarge", &A100_80GB, "a100", 8, Some(27.44705)),
+    it("p5.4xlarge", &H100_80GB, "h100", 1, Some(6.88)),
+    it("p5.48xlarge", &H100_80GB, "h100", 8, Some(55.04)),
+    it("p5e.48xlarge", &H200_141GB, "h200", 8, None),
+    it("p5en.48xlarge", &H200_141GB, "h200", 8, Some(63.296)),
+    it("p6-b200.48xlarge", &B200, "b200", 8, Some(113.9328)),
+];
+
+/// Looks up an instance type by its EC2 name.
+pub fn instance_type(name: &str) -> Option<&'static InstanceType> {
+    INSTANCE_TYPES.iter().find(|t| t.name == name)
+}
+
+/// Looks up a GPU model by its PCI device ID (`0x233010DE`, case-insensitive).
+pub fn gpu_by_pci_id(id: &str) -> Option<&'static GpuModel> {
+    GPUS.iter()
+        .copied()
+        .find(|g| g.pci_ids.iter().any(|p| p.eq_ignore_ascii_case(id)))
+}
+
+/// Whether any catalogued GPU has a MIG profile of this name.
+pub fn is_known_mig_profile(name: &str) -> bool {
+    GPUS.iter().any(|g| g.mig_profile(name).is_some())
+}
+
+/// The least memory a profile of this name has on any catalogued GPU, in MiB: what a pod can rely on
+/// when the policy does not pin the GPU model. `None` for an unknown profile.
+pub fn mig_profile_min_memory_mib(name: &str) -> Option<u64> {
+    GPUS.iter()
+        .filter_map(|g| g.mig_profile(name))
+        .map(|p| p.memory_mib)
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_types_are_unique_and_priced_where_karpenter_prices_them() {
+        for (i, a) in INSTANCE_TYPES.iter().enumerate() {
+            assert!(
+                INSTANCE_TYPES[i + 1..].iter().all(|b| b.name != a.name),
+                "{} twice",
+                a.name
+            );
+            if a.name != "p5e.48xlarge" {
+                assert!(a.usd_per_hour.is_some(), "{} has no price", a.name);
+            }
+        }
+    }
+
+    #[test]
+    fn profile_memory_rounds_as_the_design_says() {
+        // DESIGN.md: 2g.20gb is 19968 MiB on A100-80GB, so 20Gi (20480 MiB) needs 3g.40gb.
+        assert_eq!(A100_80GB.mig_profile("2g.20gb").unwrap().memory_mib, 19968);
+        assert_eq!(mig_profile_min_memory_mib("2g.20gb"), Some(19968));
+        assert!(mig_profile_min_memory_mib("3g.40gb").unwrap() >= 20480);
+        assert_eq!(mig_profile_min_memory_mib("1g.7gb"), None);
+    }
+
+    #[test]
+    fn mig_gpus_have_seven_compute_slices_at_most() {
+        for g in GPUS {
+            for prof in g.mig_profiles {
+                let compute: u32 = prof.name.split('g').next().unwrap().parse().unwrap();
+                assert!(compute * prof.max_per_gpu <= 7, "{} {}", g.name, prof.name);
+                assert!(prof.memory_mib <= g.memory_mib, "{} {}", g.name, prof.name);
+            }
+        }
+    }
+}

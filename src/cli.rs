@@ -1,0 +1,408 @@
+//! The `gpu-slicer` command line (DESIGN.md "Command line").
+
+use std::io::{IsTerminal, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::admission::{self, StaticFacts};
+use crate::engine::{self, Namespace};
+use crate::metrics::Metrics;
+use crate::nodepool::NodePoolIndex;
+use crate::pod::Pod;
+use crate::policy::Policy;
+use crate::server::{self, App, Bound, Limits};
+use crate::tls;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gpu-slicer",
+    version,
+    about = "Share GPUs on Kubernetes: rewrite whole-GPU requests into MIG slices or shared GPUs, per namespace policy"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the admission webhook (HTTPS).
+    Serve(ServeArgs),
+    /// Offline dry run: mutate a Pod or AdmissionReview and print the result.
+    Mutate(MutateArgs),
+    /// Policy commands.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Write a CA and a serving certificate for the webhook Service.
+    Certs(CertsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Policy file; without it, the embedded example policy.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Serving certificate (PEM); with --tls-key. Without both, dev certificates under --certs-dir.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Where dev certificates are created when --tls-cert/--tls-key are not given.
+    #[arg(long, default_value = "certs")]
+    pub certs_dir: PathBuf,
+    /// Directory of Karpenter NodePool YAML to route with.
+    #[arg(long)]
+    pub nodepools: Option<PathBuf>,
+    /// How often to re-read the certificate files, seconds.
+    #[arg(long, default_value_t = 10)]
+    pub reload_interval: u64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Output {
+    Pod,
+    Patch,
+    Review,
+}
+
+#[derive(Debug, Args)]
+pub struct MutateArgs {
+    /// Namespace the pod is created in.
+    #[arg(long, short = 'n')]
+    pub namespace: String,
+    /// Policy file; without it, the embedded example policy.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Directory of Karpenter NodePool YAML.
+    #[arg(long)]
+    pub nodepools: Option<PathBuf>,
+    /// A Pod (YAML or JSON) or an AdmissionReview; `-` for stdin.
+    #[arg(short = 'f', long = "filename", default_value = "-")]
+    pub file: String,
+    /// What to print.
+    #[arg(long, short = 'o', value_enum, default_value = "pod")]
+    pub output: Output,
+    /// Namespace labels (key=value), for rules with a namespaceSelector.
+    #[arg(long = "namespace-label", value_parser = parse_label)]
+    pub namespace_labels: Vec<(String, String)>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate a policy file (and its agreement with NodePools and GPU Operator configs).
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    pub file: PathBuf,
+    /// Directory of Karpenter NodePool YAML.
+    #[arg(long)]
+    pub nodepools: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Directory to write ca.crt, tls.crt and tls.key into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The webhook Service name.
+    #[arg(long)]
+    pub service: String,
+    /// The webhook Service namespace.
+    #[arg(long)]
+    pub namespace: String,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Mutate(args) => mutate(args),
+        Command::Policy(PolicyCommand::Check(args)) => policy_check(args),
+        Command::Certs(args) => certs(args),
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // JSON where a machine reads the logs (a pod), human-readable on a terminal.
+    if std::io::stderr().is_terminal() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+}
+
+fn load_policy(path: Option<&Path>) -> Result<Policy, String> {
+    match path {
+        Some(p) => Policy::load(p).map_err(|e| e.to_string()),
+        None => Ok(Policy::example()),
+    }
+}
+
+fn load_pools(dir: Option<&Path>) -> Result<NodePoolIndex, String> {
+    match dir {
+        Some(d) => NodePoolIndex::from_dir(d).map_err(|e| e.to_string()),
+        None => Ok(NodePoolIndex::default()),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve_async(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve_async(args: ServeArgs) -> Result<(), String> {
+    let policy = load_policy(args.policy.as_deref())?;
+    let pools = load_pools(args.nodepools.as_deref())?;
+    tracing::info!(
+        policy = %args.policy.as_ref().map_or("embedded example".into(), |p| p.display().to_string()),
+        rules = policy.rules.len(),
+        node_pools = pools.len(),
+        "policy loaded"
+    );
+    let (cert, key) = match (args.tls_cert, args.tls_key) {
+        (Some(c), Some(k)) => (c, k),
+        _ => {
+            let dev = tls::ensure_dev_certs(&args.certs_dir).map_err(|e| e.to_string())?;
+            if dev.created {
+                tracing::info!(ca = %dev.ca.display(), "created a dev CA and serving certificate (localhost, 127.0.0.1); trust the CA to call the webhook");
+            } else {
+                tracing::info!(ca = %dev.ca.display(), cert = %dev.cert.display(), "using existing dev certificates");
+            }
+            (dev.cert, dev.key)
+        }
+    };
+    let resolver = Arc::new(tls::ReloadingCert::load(&cert, &key).map_err(|e| e.to_string())?);
+    resolver.spawn_poll(Duration::from_secs(args.reload_interval.max(1)));
+    let tls_config = tls::server_config(resolver).map_err(|e| e.to_string())?;
+
+    let limits = Limits::default();
+    let app = App::new(
+        StaticFacts { policy, pools },
+        Metrics::new(),
+        limits.clone(),
+    );
+    let bound = Bound::bind(args.listen)
+        .await
+        .map_err(|e| format!("--listen {}: {e}", args.listen))?;
+    let addr = bound.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%addr, "serving https: POST /mutate, GET /healthz /readyz /metrics");
+    bound
+        .serve(
+            server::router(app),
+            tls_config,
+            limits,
+            server::shutdown_signal(),
+        )
+        .await;
+    Ok(())
+}
+
+/// Exit codes of `mutate`: 0 allowed, 1 denied, 2 bad input.
+fn mutate(args: MutateArgs) -> ExitCode {
+    match mutate_inner(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn read_input(file: &str) -> Result<String, String> {
+    if file == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| format!("stdin: {e}"))?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))
+    }
+}
+
+fn mutate_inner(args: &MutateArgs) -> Result<bool, String> {
+    let policy = load_policy(args.policy.as_deref())?;
+    let pools = load_pools(args.nodepools.as_deref())?;
+    let text = read_input(&args.file)?;
+    let docs = crate::yaml::documents(&text).map_err(|e| format!("{}: {e}", args.file))?;
+    let [doc] = docs.as_slice() else {
+        return Err(format!(
+            "{}: expected one Pod or AdmissionReview, found {} documents",
+            args.file,
+            docs.len()
+        ));
+    };
+    let mut labels = admission::name_label(&args.namespace);
+    labels.extend(args.namespace_labels.iter().cloned());
+
+    // An AdmissionReview carries its own pod; answer it exactly as the server would.
+    let (pod_value, uid) = if doc.get("kind").and_then(|k| k.as_str()) == Some("AdmissionReview") {
+        let obj = doc
+            .pointer("/request/object")
+            .cloned()
+            .ok_or("AdmissionReview without request.object")?;
+        let uid = doc
+            .pointer("/request/uid")
+            .and_then(|u| u.as_str())
+            .unwrap_or("")
+            .to_string();
+        (obj, uid)
+    } else if doc.get("kind").and_then(|k| k.as_str()) == Some("Pod") {
+        (doc.clone(), String::new())
+    } else {
+        return Err(format!(
+            "{}: not a Pod or an AdmissionReview (kind {:?})",
+            args.file,
+            doc.get("kind")
+        ));
+    };
+    let pod: Pod = serde_json::from_value(pod_value.clone())
+        .map_err(|e| format!("{}: not a valid Pod: {e}", args.file))?;
+    let decision = engine::decide(
+        &pod,
+        Namespace {
+            name: &args.namespace,
+            labels: &labels,
+        },
+        &policy,
+        &pools,
+    );
+
+    for w in &decision.warnings {
+        eprintln!("Warning: {w}");
+    }
+    if let Some(record) = &decision.audit {
+        eprintln!(
+            "audit: {}",
+            serde_json::to_string(record).unwrap_or_default()
+        );
+    }
+    if let Some(reason) = &decision.denied {
+        eprintln!("denied: {reason}");
+    }
+    let out = match args.output {
+        Output::Review => {
+            String::from_utf8_lossy(&admission::respond(&uid, &decision)).into_owned()
+        }
+        Output::Patch => {
+            serde_json::to_string_pretty(&decision.patch).map_err(|e| e.to_string())?
+        }
+        Output::Pod => {
+            if decision.denied.is_some() {
+                return Ok(false);
+            }
+            let mut pod_value = pod_value;
+            json_patch::patch(&mut pod_value, &decision.patch)
+                .map_err(|e| format!("internal error: the patch does not apply: {e}"))?;
+            serde_norway::to_string(&pod_value).map_err(|e| e.to_string())?
+        }
+    };
+    println!("{}", out.trim_end());
+    Ok(decision.allowed())
+}
+
+fn policy_check(args: CheckArgs) -> ExitCode {
+    let result = Policy::load(&args.file)
+        .map_err(|e| e.to_string())
+        .and_then(|policy| {
+            let pools = load_pools(args.nodepools.as_deref())?;
+            Ok((policy, pools))
+        });
+    match result {
+        Ok((policy, pools)) => {
+            let mut problems = Vec::new();
+            if args.nodepools.is_some() {
+                for (i, rule) in policy.rules.iter().enumerate() {
+                    if let Some(name) = &rule.node_pool
+                        && pools.get(name).is_none()
+                    {
+                        problems.push(format!(
+                            "{}: spec.rules[{i}].nodePool: NodePool {name:?} is not in {}",
+                            args.file.display(),
+                            args.nodepools.as_deref().unwrap_or(Path::new("")).display()
+                        ));
+                    }
+                }
+            }
+            if problems.is_empty() {
+                println!("{}: OK ({} rules)", args.file.display(), policy.rules.len());
+                ExitCode::SUCCESS
+            } else {
+                for p in problems {
+                    eprintln!("{p}");
+                }
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn certs(args: CertsArgs) -> ExitCode {
+    let names = tls::service_names(&args.service, &args.namespace);
+    let result = tls::generate(&names, &format!("{}.{}.svc", args.service, args.namespace))
+        .and_then(|b| tls::write_bundle(&args.out, &b, false));
+    match result {
+        Ok(()) => {
+            println!(
+                "wrote {dir}/ca.crt, {dir}/tls.crt, {dir}/tls.key for {}",
+                names.join(", "),
+                dir = args.out.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,696 @@
+//! The mutation engine: a pure function from (pod, namespace facts, policy, NodePools) to a decision.
+//!
+//! No I/O, no clock, no globals: the same inputs always give the same decision, so the server, the
+//! `mutate` CLI, the tests and the benches all call [`decide`] directly.
+//!
+//! Idempotence (the API server may call again with our own output under `reinvocationPolicy:
+//! IfNeeded`): the engine only emits operations for what is still missing — renamed requests ask for the
+//! slice directly, selectors and tolerations already present are skipped — so its output decides to
+//! "no operations".
+
+use std::collections::BTreeMap;
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation, RemoveOperation};
+use serde_json::Value;
+
+use crate::audit::{self, Change, Outcome, Record};
+use crate::catalog;
+use crate::nodepool::{NODEPOOL_LABEL, NodePool, NodePoolIndex};
+use crate::pod::{Pod, Section, Toleration};
+use crate::policy::{Action, DefaultAction, MIG_PREFIX, Policy, Rule, WHOLE_GPU};
+use crate::quantity;
+
+/// Developer annotation: ask for a specific MIG profile.
+pub const PROFILE_ANNOTATION: &str = "gpu-slicer.io/profile";
+/// Developer annotation: ask for at least this much GPU memory (a Kubernetes quantity).
+pub const GPU_MEMORY_ANNOTATION: &str = "gpu-slicer.io/gpu-memory";
+/// Developer annotation: `"true"` keeps whole GPUs where the rule allows opting out.
+pub const EXCLUSIVE_ANNOTATION: &str = "gpu-slicer.io/exclusive";
+/// Kubernetes shows at most this many characters of a warning per line.
+pub const MAX_WARNING_LEN: usize = 120;
+
+/// What the engine knows about the pod's namespace.
+#[derive(Debug, Clone, Copy)]
+pub struct Namespace<'a> {
+    pub name: &'a str,
+    pub labels: &'a BTreeMap<String, String>,
+}
+
+/// The engine's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// `Some(message)` when the pod is denied; the message tells the developer what to change.
+    pub denied: Option<String>,
+    /// RFC 6902 operations; empty when nothing changes (and always when denied).
+    pub patch: Vec<PatchOperation>,
+    /// Shown by kubectl as `Warning:` lines; each at most [`MAX_WARNING_LEN`] characters.
+    pub warnings: Vec<String>,
+    /// Present for every pod that asks for a GPU resource.
+    pub audit: Option<Record>,
+}
+
+impl Decision {
+    pub fn allowed(&self) -> bool {
+        self.denied.is_none()
+    }
+
+    fn untouched() -> Decision {
+        Decision {
+            denied: None,
+            patch: Vec::new(),
+            warnings: Vec::new(),
+            audit: None,
+        }
+    }
+}
+
+/// How a container resource relates to GPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind<'p> {
+    /// `nvidia.com/gpu`.
+    Whole,
+    /// `nvidia.com/mig-<profile>`.
+    Mig(&'p str),
+    /// A time-slicing / MPS replica resource a rule names.
+    Shared(&'p str),
+}
+
+/// One GPU resource of one container.
+#[derive(Debug)]
+struct GpuUse<'p> {
+    section: Section,
+    index: usize,
+    container: &'p str,
+    key: &'p str,
+    kind: Kind<'p>,
+    /// The quantity as the pod wrote it (from limits, else requests).
+    quantity: &'p Value,
+    count: Option<u64>,
+    in_limits: bool,
+    in_requests: bool,
+}
+
+impl GpuUse<'_> {
+    fn label(&self) -> String {
+        match self.section {
+            Section::Containers => self.container.to_string(),
+            Section::InitContainers => format!("init:{}", self.container),
+        }
+    }
+
+    fn quantity_text(&self) -> String {
+        match self.quantity {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+fn classify<'p>(key: &'p str, policy: &Policy) -> Option<Kind<'p>> {
+    if key == WHOLE_GPU {
+        Some(Kind::Whole)
+    } else if let Some(profile) = key.strip_prefix(MIG_PREFIX) {
+        Some(Kind::Mig(profile))
+    } else if policy.shared_resources.contains(key) || key.starts_with("nvidia.com/gpu.") {
+        Some(Kind::Shared(key))
+    } else {
+        None
+    }
+}
+
+fn count_of(v: &Value) -> Option<u64> {
+    match v {
+        Value::String(s) => quantity::parse_count(s),
+        Value::Number(n) => n.as_u64(),
+        _ => None,
+    }
+}
+
+/// Every GPU resource the pod asks for, init containers first. A zero count asks for nothing.
+fn scan<'p>(pod: &'p Pod, policy: &Policy) -> Vec<GpuUse<'p>> {
+    let mut uses = Vec::new();
+    for (section, index, c) in pod.all_containers() {
+        let Some(res) = &c.resources else { continue };
+        let limits = res.limits.as_ref();
+        let requests = res.requests.as_ref();
+        let keys = limits.into_iter().flat_map(|m| m.keys()).chain(
+            requests
+                .into_iter()
+                .flat_map(|m| m.keys())
+                .filter(|k| !limits.is_some_and(|l| l.contains_key(*k))),
+        );
+        for key in keys {
+            let Some(kind) = classify(key, policy) else {
+                continue;
+            };
+            let in_limits = limits.is_some_and(|m| m.contains_key(key));
+            let in_requests = requests.is_some_and(|m| m.contains_key(key));
+            let quantity = limits
+                .and_then(|m| m.get(key))
+                .or_else(|| requests.and_then(|m| m.get(key)));
+            let Some(quantity) = quantity else { continue };
+            let count = count_of(quantity);
+            if count == Some(0) {
+                continue;
+            }
+            uses.push(GpuUse {
+                section,
+                index,
+                container: &c.name,
+                key,
+                kind,
+                quantity,
+                count,
+                in_limits,
+                in_requests,
+            });
+        }
+    }
+    uses
+}
+
+/// Decides what to do with a pod being created.
+pub fn decide(pod: &Pod, ns: Namespace<'_>, policy: &Policy, pools: &NodePoolIndex) -> Decision {
+    let uses = scan(pod, policy);
+    if uses.is_empty() {
+        // Not a GPU pod: no rule applies, not even deny (a deny rule bans GPUs, not pods).
+        return Decision::untouched();
+    }
+    let Some(rule) = policy.rule_for(ns.name, ns.labels) else {
+        let record = |outcome, reason| Record {
+            rule: None,
+            action: match policy.default_action {
+                DefaultAction::Passthrough => "passthrough",
+                DefaultAction::Deny => "deny",
+            },
+            changes: Vec::new(),
+            node_pool: None,
+            outcome,
+            reason,
+        };
+        return match policy.default_action {
+            DefaultAction::Passthrough => Decision {
+                audit: Some(record(Outcome::Unchanged, None)),
+                ..Decision::untouched()
+            },
+            DefaultAction::Deny => {
+                let msg = format!(
+                    "gpu-slicer: no rule of the GPU policy covers namespace {:?} and its defaultAction is deny; ask the platform team for GPU access",
+                    ns.name
+                );
+                deny(msg, record(Outcome::Denied, None), Vec::new())
+            }
+        };
+    };
+    Planner {
+        pod,
+        ns,
+        rule,
+        pools,
+        uses,
+        warnings: Vec::new(),
+    }
+    .run()
+}
+
+fn deny(message: String, mut record: Record, warnings: Vec<String>) -> Decision {
+    record.outcome = Outcome::Denied;
+    record.reason = Some(message.clone());
+    record.changes.clear();
+    Decision {
+        denied: Some(message),
+        patch: Vec::new(),
+        warnings,
+        audit: Some(record),
+    }
+}
+
+struct Planner<'a> {
+    pod: &'a Pod,
+    ns: Namespace<'a>,
+    rule: &'a Rule,
+    pools: &'a NodePoolIndex,
+    uses: Vec<GpuUse<'a>>,
+    warnings: Vec<String>,
+}
+
+impl Planner<'_> {
+    fn record(&self, outcome: Outcome) -> Record {
+        Record {
+            rule: Some(self.rule.name.clone()),
+            action: self.rule.action.as_str(),
+            changes: Vec::new(),
+            node_pool: None,
+            outcome,
+            reason: None,
+        }
+    }
+
+    fn warn(&mut self, message: String) {
+        self.warnings.push(audit::truncate(
+            format!("gpu-slicer: {message}"),
+            MAX_WARNING_LEN,
+        ));
+    }
+
+    fn deny(self, message: String) -> Decision {
+        let record = self.record(Outcome::Denied);
+        deny(format!("gpu-slicer: {message}"), record, self.warnings)
+    }
+
+    fn run(mut self) -> Decision {
+        let rule = self.rule;
+        match rule.action {
+            Action::Passthrough => {
+                return Decision {
+                    audit: Some(self.record(Outcome::Unchanged)),
+                    ..Decision::untouched()
+                };
+            }
+            Action::Deny => {
+                let msg = format!(
+                    "namespace {:?} may not use GPUs (policy rule {:?}); remove the nvidia.com/ resource requests or ask the platform team",
+                    self.ns.name, rule.name
+                );
+                return self.deny(msg);
+            }
+            Action::Mig | Action::Timeslice | Action::Mps | Action::Exclusive => {}
+        }
+
+        let opt_out = self.pod.annotation(EXCLUSIVE_ANNOTATION) == Some("true");
+        if opt_out && rule.action != Action::Exclusive {
+            if rule.allow_opt_out {
+                self.warn(format!(
+                    "kept whole GPUs: {EXCLUSIVE_ANNOTATION} honoured by rule {}",
+                    rule.name
+                ));
+                let warnings = std::mem::take(&mut self.warnings);
+                return Decision {
+                    warnings,
+                    audit: Some(self.record(Outcome::OptedOut)),
+                    ..Decision::untouched()
+                };
+            }
+            self.warn(format!(
+                "{EXCLUSIVE_ANNOTATION} ignored: rule {} does not allow opting out",
+                rule.name
+            ));
+        }
+
+        // The resource whole-GPU requests become.
+        let target: String = match rule.action {
+            Action::Mig => {
+                if !self.uses.iter().any(|u| u.kind == Kind::Whole) {
+                    self.note_unused_sizing_annotations();
+                    String::new()
+                } else {
+                    match self.choose_profile() {
+                        Ok(profile) => format!("{MIG_PREFIX}{profile}"),
+                        Err(msg) => return self.deny(msg),
+                    }
+                }
+            }
+            Action::Timeslice | Action::Mps => {
+                self.note_unused_sizing_annotations();
+                rule.shared_resource.clone().unwrap_or_default()
+            }
+            _ => WHOLE_GPU.to_string(),
+        };
+
+        if let Err(msg) = self.check_requests(&target) {
+            return self.deny(msg);
+        }
+
+        let mut patch = Vec::new();
+        let mut changes = Vec::new();
+        for u in &self.uses {
+            if u.kind != Kind::Whole {
+                continue;
+            }
+            changes.push(Change {
+                container: u.label(),
+                from: WHOLE_GPU.into(),
+                to: target.clone(),
+                quantity: u.quantity_text(),
+            });
+            if target == WHOLE_GPU {
+                continue;
+            }
+            let res = ["spec", u.section.field(), &u.index.to_string(), "resources"];
+            for (present, field) in [(u.in_limits, "limits"), (u.in_requests, "requests")] {
+                if present {
+                    let base = PointerBuf::from_tokens(res.iter().copied().chain([field]));
+                    let mut from = base.clone();
+                    from.push_back(WHOLE_GPU);
+                    let mut to = base;
+                    to.push_back(target.as_str());
+                    patch.push(PatchOperation::Remove(RemoveOperation { path: from }));
+                    patch.push(PatchOperation::Add(AddOperation {
+                        path: to,
+                        value: u.quantity.clone(),
+                    }));
+                }
+            }
+        }
+        let renamed = !patch.is_empty();
+
+        let pool = rule.node_pool.as_deref().and_then(|p| self.pools.get(p));
+        if let Err(msg) = self.route(pool, &mut patch) {
+            return self.deny(msg);
+        }
+
+        for c in &changes {
+            let line = if c.from == c.to {
+                format!(
+                    "{} keeps {} whole GPU(s) (rule {})",
+                    c.container, c.quantity, rule.name
+                )
+            } else {
+                format!(
+                    "{}: {} {} -> {} (rule {})",
+                    c.container, c.from, c.quantity, c.to, rule.name
+                )
+            };
+            self.warn(line);
+        }
+
+        let outcome = if renamed {
+            Outcome::Rewritten
+        } else if patch.is_empty() {
+            Outcome::Unchanged
+        } else {
+            Outcome::Routed
+        };
+        let mut record = self.record(outcome);
+        record.changes = changes;
+        record.node_pool = rule.node_pool.clone();
+        if patch.is_empty() {
+            // Already in the shape the rule wants (e.g. our own output, reinvoked): say nothing new.
+            self.warnings
+                .retain(|w| !w.contains(" -> ") && !w.contains(" keeps "));
+        } else {
+            if let Some(pool) = &rule.node_pool {
+                self.warn(format!("routed to Karpenter NodePool {pool}"));
+            }
+            annotate(self.pod, record.summary(), &mut patch);
+        }
+        Decision {
+            denied: None,
+            patch,
+            warnings: self.warnings,
+            audit: Some(record),
+        }
+    }
+
+    fn note_unused_sizing_annotations(&mut self) {
+        for key in [PROFILE_ANNOTATION, GPU_MEMORY_ANNOTATION] {
+            if self.pod.annotation(key).is_some() {
+                let why = if self.rule.action == Action::Mig {
+                    "the pod asks for MIG slices directly"
+                } else {
+                    "shared GPUs have no memory isolation"
+                };
+                self.warn(format!("{key} ignored: {why} (rule {})", self.rule.name));
+            }
+        }
+    }
+
+    /// The MIG profile for whole-GPU requests: the developer's profile, else the smallest allowed one
+    /// that holds the requested GPU memory, else the rule's default.
+    fn choose_profile(&mut self) -> Result<String, String> {
+        let rule = self.rule;
+        let allowed = rule.allowed_profiles.join(", ");
+        let memory_ask = match self.pod.annotation(GPU_MEMORY_ANNOTATION) {
+            None => None,
+            Some(text) => match quantity::parse(text) {
+                Some(bytes) => Some((text, bytes)),
+                None => {
+                    return Err(format!(
+                        "{GPU_MEMORY_ANNOTATION} {text:?} is not a Kubernetes quantity (e.g. 18Gi)"
+                    ));
+                }
+            },
+        };
+        let memory = |profile: &str| {
+            profile_memory_mib(rule, self.pools, profile).map(|m| u128::from(m) << 20)
+        };
+        if let Some(profile) = self.pod.annotation(PROFILE_ANNOTATION) {
+            if !rule.allowed_profiles.iter().any(|p| p == profile) {
+                return Err(format!(
+                    "{PROFILE_ANNOTATION} {profile:?} is not allowed in namespace {:?}; rule {} allows {allowed}",
+                    self.ns.name, rule.name
+                ));
+            }
+            if let Some((text, bytes)) = memory_ask
+                && memory(profile).is_some_and(|m| m < bytes)
+            {
+                return Err(format!(
+                    "{PROFILE_ANNOTATION} {profile:?} holds less than {GPU_MEMORY_ANNOTATION} {text:?}; drop one of the two"
+                ));
+            }
+            return Ok(profile.to_string());
+        }
+        if let Some((text, bytes)) = memory_ask {
+            let mut fitting: Vec<(u128, &String)> = rule
+                .allowed_profiles
+                .iter()
+                .filter_map(|p| memory(p).map(|m| (m, p)))
+                .filter(|(m, _)| *m >= bytes)
+                .collect();
+            fitting.sort();
+            return match fitting.first() {
+                Some((_, p)) => Ok((*p).clone()),
+                None => Err(format!(
+                    "no MIG profile allowed in namespace {:?} holds {GPU_MEMORY_ANNOTATION} {text:?} (rule {} allows {allowed})",
+                    self.ns.name, rule.name
+                )),
+            };
+        }
+        Ok(rule.mig_profile.clone().unwrap_or_default())
+    }
+
+    /// Enforces the rule on every GPU request: counts, and slices asked for directly.
+    fn check_requests(&mut self, target: &str) -> Result<(), String> {
+        let rule = self.rule;
+        let mut multi_mig = Vec::new();
+        for u in &self.uses {
+            let Some(count) = u.count else {
+                return Err(format!(
+                    "container {:?}: {} {} is not a whole number of devices",
+                    u.container,
+                    u.key,
+                    u.quantity_text()
+                ));
+            };
+            let offered = match (u.kind, rule.action) {
+                (Kind::Whole, _) => true,
+                (Kind::Mig(p), Action::Mig) => rule.allowed_profiles.iter().any(|a| a == p),
+                (Kind::Shared(name), Action::Timeslice | Action::Mps) => {
+                    rule.shared_resource.as_deref() == Some(name)
+                }
+                _ => false,
+            };
+            if !offered {
+                let gives = match rule.action {
+                    Action::Mig => format!("MIG slices {}", rule.allowed_profiles.join(", ")),
+                    Action::Exclusive => "whole GPUs (nvidia.com/gpu)".to_string(),
+                    _ => format!("{} replicas", rule.shared_resource.as_deref().unwrap_or("")),
+                };
+                return Err(format!(
+                    "container {:?} asks for {}, which rule {} does not offer in namespace {:?} (it gives {gives}); ask for nvidia.com/gpu instead",
+                    u.container, u.key, rule.name, self.ns.name
+                ));
+            }
+            if let Some(max) = rule.max_per_container
+                && count > max
+            {
+                let hint = match rule.action {
+                    Action::Mig => format!(
+                        " (ask for a bigger slice with the {PROFILE_ANNOTATION} annotation)"
+                    ),
+                    Action::Timeslice | Action::Mps => {
+                        " (shared replicas add no compute; the device plugin rejects more than one)"
+                            .into()
+                    }
+                    _ => String::new(),
+                };
+                return Err(format!(
+                    "container {:?} asks for {count} {}; rule {} allows at most {max} per container in namespace {:?}{hint}",
+                    u.container, u.key, rule.name, self.ns.name
+                ));
+            }
+            if u.kind == Kind::Whole && target != WHOLE_GPU {
+                let c = self
+                    .pod
+                    .all_containers()
+                    .find(|(s, i, _)| *s == u.section && *i == u.index)
+                    .map(|(_, _, c)| c);
+                let clash = c.and_then(|c| c.resources.as_ref()).is_some_and(|r| {
+                    [r.limits.as_ref(), r.requests.as_ref()]
+                        .into_iter()
+                        .flatten()
+                        .any(|m| m.contains_key(target))
+                });
+                if clash {
+                    return Err(format!(
+                        "container {:?} asks for both {WHOLE_GPU} and {target}; ask for one of them",
+                        u.container
+                    ));
+                }
+            }
+            if count > 1
+                && (matches!(u.kind, Kind::Mig(_))
+                    || (u.kind == Kind::Whole && rule.action == Action::Mig))
+            {
+                multi_mig.push(u.container);
+            }
+        }
+        for c in multi_mig {
+            self.warn(format!(
+                "container {c:?} gets several MIG devices; a CUDA process uses only one of them"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Node selectors and tolerations that send the pod to the rule's NodePool.
+    fn route(
+        &self,
+        pool: Option<&NodePool>,
+        patch: &mut Vec<PatchOperation>,
+    ) -> Result<(), String> {
+        let rule = self.rule;
+        let mut wanted: Vec<(&str, &str, String)> = Vec::new();
+        if let Some(name) = rule.node_pool.as_deref() {
+            wanted.push((NODEPOOL_LABEL, name, format!("nodePool {name}")));
+        }
+        if let Some(pool) = pool {
+            for (k, v) in pool.routing_labels() {
+                wanted.push((k, v, format!("NodePool {} template label", pool.name)));
+            }
+        }
+        for (k, v) in &rule.node_selector {
+            wanted.push((k, v, format!("rule {} nodeSelector", rule.name)));
+        }
+        let mut selector: Vec<(&str, &str)> = Vec::new();
+        for (k, v, source) in &wanted {
+            match selector.iter().find(|(sk, _)| sk == k) {
+                Some((_, sv)) if sv == v => {}
+                Some((_, sv)) => {
+                    return Err(format!(
+                        "policy inconsistency: rule {} routes on {k}={sv} but {source} says {k}={v}; tell the platform team",
+                        rule.name
+                    ));
+                }
+                None => selector.push((k, v)),
+            }
+        }
+        let existing = self.pod.spec.node_selector.as_ref();
+        let mut missing = Vec::new();
+        for (k, v) in selector {
+            match existing.and_then(|m| m.get(k)) {
+                Some(have) if have == v => {}
+                Some(have) => {
+                    return Err(format!(
+                        "the pod's nodeSelector {k}={have} conflicts with rule {}, which sends GPU pods in namespace {:?} to {k}={v}; remove that selector",
+                        rule.name, self.ns.name
+                    ));
+                }
+                None => missing.push((k, v)),
+            }
+        }
+        if existing.is_none() && !missing.is_empty() {
+            let map: serde_json::Map<String, Value> = missing
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+                .collect();
+            patch.push(add(&["spec", "nodeSelector"], Value::Object(map)));
+        } else {
+            for (k, v) in missing {
+                patch.push(add(
+                    &["spec", "nodeSelector", k],
+                    Value::String(v.to_string()),
+                ));
+            }
+        }
+
+        let needs = rule.tolerations.iter().cloned().chain(
+            pool.into_iter()
+                .flat_map(|p| p.taints.iter().map(|t| t.toleration())),
+        );
+        let existing: &[Toleration] = self.pod.spec.tolerations.as_deref().unwrap_or(&[]);
+        let mut missing: Vec<Toleration> = Vec::new();
+        for need in needs {
+            if !existing
+                .iter()
+                .chain(missing.iter())
+                .any(|t| t.covers(&need))
+            {
+                missing.push(need);
+            }
+        }
+        if self.pod.spec.tolerations.is_none() && !missing.is_empty() {
+            let list = missing
+                .iter()
+                .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
+                .collect();
+            patch.push(add(&["spec", "tolerations"], Value::Array(list)));
+        } else {
+            for t in &missing {
+                patch.push(add(
+                    &["spec", "tolerations", "-"],
+                    serde_json::to_value(t).unwrap_or(Value::Null),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn add(tokens: &[&str], value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation {
+        path: PointerBuf::from_tokens(tokens.iter().copied()),
+        value,
+    })
+}
+
+/// Records the rewrite on the pod itself (an `add` replaces an existing value, RFC 6902 4.1).
+fn annotate(pod: &Pod, summary: String, patch: &mut Vec<PatchOperation>) {
+    let summary = Value::String(summary);
+    if pod.metadata.annotations.is_none() {
+        let mut map = serde_json::Map::new();
+        map.insert(audit::REWRITTEN_ANNOTATION.to_string(), summary);
+        patch.push(add(&["metadata", "annotations"], Value::Object(map)));
+    } else {
+        patch.push(add(
+            &["metadata", "annotations", audit::REWRITTEN_ANNOTATION],
+            summary,
+        ));
+    }
+}
+
+/// Memory of a MIG profile in MiB: on the GPUs of the rule's NodePool when its instance types are known,
+/// else the least any catalogued GPU gives that profile (what the pod can count on anywhere).
+pub fn profile_memory_mib(rule: &Rule, pools: &NodePoolIndex, profile: &str) -> Option<u64> {
+    let pool_gpus: Option<Vec<&catalog::GpuModel>> = rule
+        .node_pool
+        .as_deref()
+        .and_then(|p| pools.get(p))
+        .and_then(|p| p.instance_types())
+        .map(|types| {
+            types
+                .iter()
+                .filter_map(|t| catalog::instance_type(t))
+                .map(|t| t.gpu)
+                .collect()
+        });
+    match pool_gpus {
+        Some(gpus) if !gpus.is_empty() => gpus
+            .iter()
+            .filter_map(|g| g.mig_profile(profile))
+            .map(|p| p.memory_mib)
+            .min(),
+        _ => catalog::mig_profile_min_memory_mib(profile),
+    }
+}

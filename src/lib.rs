@@ -1,0 +1,27 @@
+//! gpu-slicer: a Kubernetes mutating admission webhook that rewrites whole-GPU requests
+//! (`nvidia.com/gpu`) into what the namespace's policy says — a MIG slice, a time-sliced or MPS replica,
+//! a whole GPU, or a denial — and routes the pod to the right Karpenter NodePool.
+//!
+//! The pieces, one module per concept:
+//! - [`policy`]: the policy file, validation, rule matching;
+//! - [`engine`]: the pure decision (pod + namespace + policy + NodePools -> patch, warnings, audit);
+//! - [`catalog`]: GPU models, MIG profiles, EKS instance types;
+//! - [`nodepool`]: Karpenter NodePools as routing facts;
+//! - [`admission`]: the AdmissionReview envelope;
+//! - [`server`], [`tls`]: HTTPS, certificates, shutdown;
+//! - [`audit`], [`metrics`]: the audit trail and Prometheus metrics;
+//! - [`cli`]: the `gpu-slicer` command line.
+
+pub mod admission;
+pub mod audit;
+pub mod catalog;
+pub mod cli;
+pub mod engine;
+pub mod metrics;
+pub mod nodepool;
+pub mod pod;
+pub mod policy;
+pub mod quantity;
+pub mod server;
+pub mod tls;
+pub mod yaml;

@@ -1,0 +1,104 @@
+//! Prometheus metrics (`GET /metrics`, text format). Label values come from closed sets or from the
+//! policy's rule names, so cardinality stays bounded.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdmissionLabels {
+    /// rewritten | routed | unchanged | optedOut | denied | ignored (not a pod CREATE or no GPU)
+    pub outcome: &'static str,
+    pub action: &'static str,
+    pub rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// bad_json | not_a_review | not_a_pod | too_large | timeout | read_error
+    pub reason: &'static str,
+}
+
+/// Every metric the webhook exports.
+pub struct Metrics {
+    registry: Registry,
+    pub admissions: Family<AdmissionLabels, Counter>,
+    pub patches: Counter,
+    pub denials: Counter,
+    pub bad_requests: Family<ErrorLabels, Counter>,
+    pub duration: Histogram,
+    pub policy_rules: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("gpu_slicer");
+        let admissions = Family::<AdmissionLabels, Counter>::default();
+        registry.register(
+            "admissions",
+            "Admission reviews answered, by outcome, action and rule",
+            admissions.clone(),
+        );
+        let patches = Counter::default();
+        registry.register(
+            "patches",
+            "Admission responses that carried a patch",
+            patches.clone(),
+        );
+        let denials = Counter::default();
+        registry.register("denials", "Pods denied by the policy", denials.clone());
+        let bad_requests = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "bad_requests",
+            "Requests answered with a 4xx, by reason",
+            bad_requests.clone(),
+        );
+        // Seconds as floats from 25 us: a sub-millisecond webhook must not read as 0.
+        let duration = Histogram::new([
+            0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
+        ]);
+        registry.register(
+            "admission_duration_seconds",
+            "Time from a complete request body to the response, seconds",
+            duration.clone(),
+        );
+        let policy_rules = Gauge::default();
+        registry.register(
+            "policy_rules",
+            "Rules in the policy in force",
+            policy_rules.clone(),
+        );
+        Metrics {
+            registry,
+            admissions,
+            patches,
+            denials,
+            bad_requests,
+            duration,
+            policy_rules,
+        }
+    }
+
+    /// The registry, for components that add their own metrics at start-up.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,226 @@
+//! Karpenter NodePools (`karpenter.sh/v1`) as routing facts: the labels that select a slicing layout and
+//! the taints a pod must tolerate. One index, fed by `--nodepools DIR` or by the cluster watch.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::pod::Toleration;
+
+/// NodePool template labels that select the GPU layout; the webhook copies them into node selectors.
+/// (The GPU Operator's mig-manager reads `nvidia.com/mig.config`; the device plugin reads
+/// `nvidia.com/device-plugin.config`.)
+pub const ROUTING_LABELS: &[&str] = &["nvidia.com/mig.config", "nvidia.com/device-plugin.config"];
+pub const NODEPOOL_LABEL: &str = "karpenter.sh/nodepool";
+pub const INSTANCE_TYPE_LABEL: &str = "node.kubernetes.io/instance-type";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodePoolError {
+    #[error("{path}: {message}")]
+    Load { path: String, message: String },
+}
+
+/// A node taint (core/v1 Taint).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Taint {
+    pub key: String,
+    #[serde(default)]
+    pub value: Option<String>,
+    pub effect: String,
+}
+
+impl Taint {
+    /// The toleration a pod needs for this taint.
+    pub fn toleration(&self) -> Toleration {
+        let value = self.value.clone().filter(|v| !v.is_empty());
+        Toleration {
+            key: Some(self.key.clone()),
+            operator: Some(if value.is_some() { "Equal" } else { "Exists" }.to_string()),
+            value,
+            effect: Some(self.effect.clone()),
+            toleration_seconds: None,
+        }
+    }
+}
+
+/// A NodeSelectorRequirement of a NodePool.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Requirement {
+    pub key: String,
+    pub operator: String,
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+/// What gpu-slicer knows of one NodePool.
+#[derive(Debug, Clone)]
+pub struct NodePool {
+    pub name: String,
+    /// `spec.template.metadata.labels`.
+    pub template_labels: BTreeMap<String, String>,
+    /// `spec.template.spec.taints` (not `startupTaints`: pods need not tolerate those).
+    pub taints: Vec<Taint>,
+    /// `spec.template.spec.requirements`.
+    pub requirements: Vec<Requirement>,
+}
+
+impl NodePool {
+    /// The template labels the webhook routes on (a subset of [`ROUTING_LABELS`]).
+    pub fn routing_labels(&self) -> impl Iterator<Item = (&str, &str)> {
+        ROUTING_LABELS
+            .iter()
+            .filter_map(|k| self.template_labels.get(*k).map(|v| (*k, v.as_str())))
+    }
+
+    /// Instance types the NodePool may launch, where its requirements pin them with `In`.
+    pub fn instance_types(&self) -> Option<Vec<&str>> {
+        self.requirements
+            .iter()
+            .find(|r| r.key == INSTANCE_TYPE_LABEL && r.operator == "In")
+            .map(|r| r.values.iter().map(String::as_str).collect())
+    }
+
+    /// Reads a NodePool object (JSON or YAML already parsed); `None` if it is not a `karpenter.sh/v1`
+    /// NodePool.
+    pub fn from_value(value: &serde_json::Value) -> Result<Option<NodePool>, String> {
+        if value.get("apiVersion").and_then(|v| v.as_str()) != Some("karpenter.sh/v1")
+            || value.get("kind").and_then(|v| v.as_str()) != Some("NodePool")
+        {
+            return Ok(None);
+        }
+        let raw: RawNodePool = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+        if raw.metadata.name.is_empty() {
+            return Err("a NodePool without metadata.name".into());
+        }
+        let template = raw.spec.template;
+        Ok(Some(NodePool {
+            name: raw.metadata.name,
+            template_labels: template.metadata.labels,
+            taints: template.spec.taints,
+            requirements: template.spec.requirements,
+        }))
+    }
+}
+
+#[derive(Deserialize)]
+struct RawNodePool {
+    metadata: RawMeta,
+    #[serde(default)]
+    spec: RawSpec,
+}
+#[derive(Deserialize, Default)]
+struct RawMeta {
+    #[serde(default)]
+    name: String,
+}
+#[derive(Deserialize, Default)]
+struct RawSpec {
+    #[serde(default)]
+    template: RawTemplate,
+}
+#[derive(Deserialize, Default)]
+struct RawTemplate {
+    #[serde(default)]
+    metadata: RawTemplateMeta,
+    #[serde(default)]
+    spec: RawTemplateSpec,
+}
+#[derive(Deserialize, Default)]
+struct RawTemplateMeta {
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+#[derive(Deserialize, Default)]
+struct RawTemplateSpec {
+    #[serde(default)]
+    taints: Vec<Taint>,
+    #[serde(default)]
+    requirements: Vec<Requirement>,
+}
+
+/// NodePools by name.
+#[derive(Debug, Clone, Default)]
+pub struct NodePoolIndex {
+    pools: BTreeMap<String, NodePool>,
+}
+
+impl NodePoolIndex {
+    pub fn new(pools: impl IntoIterator<Item = NodePool>) -> NodePoolIndex {
+        NodePoolIndex {
+            pools: pools.into_iter().map(|p| (p.name.clone(), p)).collect(),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&NodePool> {
+        self.pools.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &NodePool> {
+        self.pools.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.pools.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pools.is_empty()
+    }
+
+    pub fn insert(&mut self, pool: NodePool) {
+        self.pools.insert(pool.name.clone(), pool);
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        self.pools.remove(name);
+    }
+
+    /// Reads every NodePool in the YAML files (`*.yaml`, `*.yml`, multi-document) of a directory;
+    /// other kinds are skipped.
+    pub fn from_dir(dir: &Path) -> Result<NodePoolIndex, NodePoolError> {
+        let mut index = NodePoolIndex::default();
+        for (path, doc) in crate::yaml::documents_in_dir(dir)
+            .map_err(|(path, message)| NodePoolError::Load { path, message })?
+        {
+            if let Some(pool) =
+                NodePool::from_value(&doc).map_err(|message| NodePoolError::Load {
+                    path: path.clone(),
+                    message,
+                })?
+            {
+                index.insert(pool);
+            }
+        }
+        Ok(index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_captured_nodepool_list() {
+        let list: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/data/apiserver/nodepools-list.json"))
+                .unwrap();
+        let pools: Vec<NodePool> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| NodePool::from_value(v).unwrap())
+            .collect();
+        let index = NodePoolIndex::new(pools);
+        let pool = index.get("gpu-h100-mig").unwrap();
+        assert_eq!(
+            pool.routing_labels().collect::<Vec<_>>(),
+            vec![("nvidia.com/mig.config", "all-1g.10gb")]
+        );
+        assert_eq!(pool.instance_types(), Some(vec!["p5.48xlarge"]));
+        assert_eq!(
+            pool.taints[0].toleration().operator.as_deref(),
+            Some("Exists")
+        );
+    }
+}

@@ -1,0 +1,212 @@
+//! The parts of a Pod that gpu-slicer reads.
+//!
+//! A partial, typed view: serde skips every field not named here, so an AdmissionReview's pod is parsed
+//! without building the whole `k8s_openapi` `Pod` tree (managedFields, volumes, env, ...).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A Pod as the mutation engine sees it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pod {
+    #[serde(default)]
+    pub metadata: Metadata,
+    #[serde(default)]
+    pub spec: Spec,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metadata {
+    pub name: Option<String>,
+    pub generate_name: Option<String>,
+    pub namespace: Option<String>,
+    pub annotations: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub owner_references: Vec<OwnerReference>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerReference {
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub name: String,
+    pub controller: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Spec {
+    #[serde(default)]
+    pub containers: Vec<Container>,
+    #[serde(default)]
+    pub init_containers: Vec<Container>,
+    pub node_selector: Option<BTreeMap<String, String>>,
+    pub tolerations: Option<Vec<Toleration>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Container {
+    #[serde(default)]
+    pub name: String,
+    pub resources: Option<Resources>,
+}
+
+/// A container's resources. Quantities stay as the JSON values they came as, so a rename writes back
+/// exactly what the pod said.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Resources {
+    pub limits: Option<BTreeMap<String, Value>>,
+    pub requests: Option<BTreeMap<String, Value>>,
+}
+
+/// A pod toleration (core/v1 Toleration).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Toleration {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effect: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub toleration_seconds: Option<i64>,
+}
+
+impl Toleration {
+    /// Whether this toleration tolerates everything `need` asks for (k8s.io/api/core/v1
+    /// toleration.go `ToleratesTaint`, extended to a need that may itself be `Exists` or effect-less).
+    pub fn covers(&self, need: &Toleration) -> bool {
+        fn nonempty(s: &Option<String>) -> Option<&str> {
+            s.as_deref().filter(|s| !s.is_empty())
+        }
+        let effect_ok = match nonempty(&self.effect) {
+            None => true,
+            Some(e) => nonempty(&need.effect) == Some(e),
+        };
+        let exists = self.operator.as_deref() == Some("Exists");
+        let key_ok = match nonempty(&self.key) {
+            None => exists,
+            Some(k) => nonempty(&need.key) == Some(k),
+        };
+        let value_ok = exists
+            || (need.operator.as_deref() != Some("Exists")
+                && self.value.as_deref().unwrap_or("") == need.value.as_deref().unwrap_or(""));
+        effect_ok && key_ok && value_ok
+    }
+}
+
+/// Which list of a pod spec a container sits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Section {
+    Containers,
+    InitContainers,
+}
+
+impl Section {
+    /// The field name under `/spec`.
+    pub fn field(self) -> &'static str {
+        match self {
+            Section::Containers => "containers",
+            Section::InitContainers => "initContainers",
+        }
+    }
+}
+
+impl Pod {
+    /// Every container with the list it sits in and its index there; init containers first, as they run.
+    pub fn all_containers(&self) -> impl Iterator<Item = (Section, usize, &Container)> {
+        let init = self
+            .spec
+            .init_containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (Section::InitContainers, i, c));
+        let main = self
+            .spec
+            .containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (Section::Containers, i, c));
+        init.chain(main)
+    }
+
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .map(String::as_str)
+    }
+
+    /// The pod's name, or its `generateName` prefix for controller-made pods (which have no name yet).
+    pub fn display_name(&self) -> &str {
+        self.metadata
+            .name
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .or(self.metadata.generate_name.as_deref())
+            .unwrap_or("")
+    }
+
+    /// The controlling owner, if any (`ReplicaSet/llm-server-84f7f4dd45`).
+    pub fn controller(&self) -> Option<&OwnerReference> {
+        let refs = &self.metadata.owner_references;
+        refs.iter()
+            .find(|o| o.controller == Some(true))
+            .or(refs.first())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tol(key: &str, op: &str, value: Option<&str>, effect: Option<&str>) -> Toleration {
+        Toleration {
+            key: Some(key.to_string()).filter(|k| !k.is_empty()),
+            operator: Some(op.to_string()),
+            value: value.map(str::to_string),
+            effect: effect.map(str::to_string),
+            toleration_seconds: None,
+        }
+    }
+
+    #[test]
+    fn toleration_coverage_follows_kubernetes_rules() {
+        let need = tol("nvidia.com/gpu", "Exists", None, Some("NoSchedule"));
+        assert!(tol("nvidia.com/gpu", "Exists", None, Some("NoSchedule")).covers(&need));
+        assert!(tol("nvidia.com/gpu", "Exists", None, None).covers(&need));
+        assert!(tol("", "Exists", None, None).covers(&need));
+        assert!(!tol("nvidia.com/gpu", "Exists", None, Some("NoExecute")).covers(&need));
+        // Equal with a value does not cover "any value".
+        assert!(!tol("nvidia.com/gpu", "Equal", Some("true"), Some("NoSchedule")).covers(&need));
+        let need_value = tol("nvidia.com/gpu", "Equal", Some("true"), Some("NoSchedule"));
+        assert!(tol("nvidia.com/gpu", "Equal", Some("true"), None).covers(&need_value));
+        assert!(!tol("nvidia.com/gpu", "Equal", Some("false"), None).covers(&need_value));
+        assert!(!tol("other", "Exists", None, None).covers(&need));
+    }
+
+    #[test]
+    fn reads_a_real_apiserver_pod_and_skips_the_rest() {
+        let review: Value = serde_json::from_str(include_str!(
+            "../tests/data/reviews/ml-training-finetune-create.json"
+        ))
+        .unwrap();
+        let pod: Pod = serde_json::from_value(review["request"]["object"].clone()).unwrap();
+        assert_eq!(pod.spec.init_containers.len(), 1);
+        let order: Vec<_> = pod.all_containers().map(|(s, i, _)| (s, i)).collect();
+        assert_eq!(order[0], (Section::InitContainers, 0));
+        assert_eq!(pod.controller().unwrap().kind, "Job");
+        assert!(pod.display_name().starts_with("finetune"));
+    }
+}

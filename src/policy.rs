@@ -1,0 +1,776 @@
+//! The policy file (`SlicingPolicy`): its format, its validation, and rule matching.
+//!
+//! Parsed strictly (unknown fields are errors) and validated once, at load; the engine then only reads
+//! a [`Policy`], which cannot be half-valid.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use globset::{Glob, GlobMatcher};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog;
+use crate::pod::Toleration;
+
+pub const API_VERSION: &str = "gpu-slicer.io/v1alpha1";
+pub const KIND: &str = "SlicingPolicy";
+/// The resource name the device plugin advertises for whole GPUs.
+pub const WHOLE_GPU: &str = "nvidia.com/gpu";
+/// Prefix of MIG resources under the device plugin's `mixed` strategy.
+pub const MIG_PREFIX: &str = "nvidia.com/mig-";
+
+/// A policy that failed to load, with the field or file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: {field}: {message}")]
+    Invalid {
+        path: String,
+        field: String,
+        message: String,
+    },
+}
+
+/// What a rule does to GPU pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Mig,
+    Timeslice,
+    Mps,
+    Exclusive,
+    Deny,
+    Passthrough,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Mig => "mig",
+            Action::Timeslice => "timeslice",
+            Action::Mps => "mps",
+            Action::Exclusive => "exclusive",
+            Action::Deny => "deny",
+            Action::Passthrough => "passthrough",
+        }
+    }
+
+    fn is_shared(self) -> bool {
+        matches!(self, Action::Timeslice | Action::Mps)
+    }
+}
+
+/// What happens to GPU pods in namespaces that no rule matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultAction {
+    #[default]
+    Passthrough,
+    Deny,
+}
+
+// ---- The file format (DESIGN.md "Policy file"). ----
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicyFile {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, serde_json::Value>>,
+    pub spec: PolicySpec,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicySpec {
+    #[serde(default)]
+    pub default_action: DefaultAction,
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RuleSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    pub action: Action,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mig: Option<MigSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<SharedSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_container: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_pool: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<TolerationSpec>,
+    #[serde(default)]
+    pub allow_opt_out: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MigSpec {
+    pub profile: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_profiles: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SharedSpec {
+    pub resource_name: String,
+}
+
+/// A Kubernetes LabelSelector, strictly parsed.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LabelSelector {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<LabelSelectorRequirement>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LabelSelectorRequirement {
+    pub key: String,
+    pub operator: SelectorOperator,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum SelectorOperator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+/// A toleration as written in a rule, strictly parsed.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TolerationSpec {
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub operator: Option<String>,
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub effect: Option<String>,
+    #[serde(default)]
+    pub toleration_seconds: Option<i64>,
+}
+
+impl LabelSelector {
+    /// Kubernetes label selector semantics (k8s.io/apimachinery/pkg/labels): every term must hold.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|e| {
+                let value = labels.get(&e.key);
+                match e.operator {
+                    SelectorOperator::In => value.is_some_and(|v| e.values.contains(v)),
+                    SelectorOperator::NotIn => value.is_none_or(|v| !e.values.contains(v)),
+                    SelectorOperator::Exists => value.is_some(),
+                    SelectorOperator::DoesNotExist => value.is_none(),
+                }
+            })
+    }
+}
+
+// ---- The validated policy. ----
+
+/// A validated rule, ready for matching.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub action: Action,
+    namespace_globs: Vec<GlobMatcher>,
+    pub namespace_selector: Option<LabelSelector>,
+    /// `mig`: the default profile.
+    pub mig_profile: Option<String>,
+    /// `mig`: the profiles pods may have, default first, then smallest memory first.
+    pub allowed_profiles: Vec<String>,
+    /// `timeslice` / `mps`: the resource the device plugin advertises for a replica.
+    pub shared_resource: Option<String>,
+    /// Largest count one container may ask for; `None` is no limit.
+    pub max_per_container: Option<u64>,
+    pub node_pool: Option<String>,
+    pub node_selector: BTreeMap<String, String>,
+    pub tolerations: Vec<Toleration>,
+    pub allow_opt_out: bool,
+    /// The rule as written, for `policy check` and generators.
+    pub spec: RuleSpec,
+}
+
+impl Rule {
+    /// Whether the rule applies to a namespace with this name and these labels.
+    pub fn matches(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+        let names_ok = self.namespace_globs.is_empty()
+            || self.namespace_globs.iter().any(|g| g.is_match(namespace));
+        names_ok
+            && self
+                .namespace_selector
+                .as_ref()
+                .is_none_or(|s| s.matches(labels))
+    }
+
+    /// Whether the rule needs namespace labels to decide (it has a `namespaceSelector`).
+    pub fn uses_labels(&self) -> bool {
+        self.namespace_selector.is_some()
+    }
+}
+
+/// A validated policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub default_action: DefaultAction,
+    pub rules: Vec<Rule>,
+    /// Every resource name a `timeslice`/`mps` rule uses: pods asking for these are GPU pods too.
+    pub shared_resources: BTreeSet<String>,
+}
+
+/// The example policy shipped in `manifests/policy/policy.yaml`, embedded for `serve` with no flags.
+pub const EXAMPLE_POLICY: &str = include_str!("../manifests/policy/policy.yaml");
+
+impl Policy {
+    /// Reads and validates a policy file.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: display.clone(),
+            source,
+        })?;
+        Policy::parse(&text, &display)
+    }
+
+    /// The embedded example policy.
+    pub fn example() -> Policy {
+        // The example is validated by a unit test, so this cannot fail in a released binary.
+        Policy::parse(EXAMPLE_POLICY, "manifests/policy/policy.yaml")
+            .unwrap_or_else(|e| panic!("the embedded example policy is invalid: {e}"))
+    }
+
+    /// Parses and validates policy YAML; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
+        let file: PolicyFile = serde_norway::from_str(text).map_err(|e| PolicyError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        Policy::from_file(file).map_err(|(field, message)| PolicyError::Invalid {
+            path: origin.to_string(),
+            field,
+            message,
+        })
+    }
+
+    /// Validates a parsed file. Errors are `(field path, message)`.
+    pub fn from_file(file: PolicyFile) -> Result<Policy, (String, String)> {
+        if file.api_version != API_VERSION {
+            return Err((
+                "apiVersion".into(),
+                format!("must be {API_VERSION:?}, not {:?}", file.api_version),
+            ));
+        }
+        if file.kind != KIND {
+            return Err((
+                "kind".into(),
+                format!("must be {KIND:?}, not {:?}", file.kind),
+            ));
+        }
+        let mut names = BTreeSet::new();
+        let mut rules = Vec::with_capacity(file.spec.rules.len());
+        for (i, spec) in file.spec.rules.into_iter().enumerate() {
+            let at = |field: &str| {
+                if field.is_empty() {
+                    format!("spec.rules[{i}]")
+                } else {
+                    format!("spec.rules[{i}].{field}")
+                }
+            };
+            if !names.insert(spec.name.clone()) {
+                return Err((
+                    at("name"),
+                    format!(
+                        "{:?} is used by an earlier rule; rule names must be unique",
+                        spec.name
+                    ),
+                ));
+            }
+            rules.push(validate_rule(spec).map_err(|(f, m)| (at(&f), m))?);
+        }
+        let shared_resources = rules
+            .iter()
+            .filter_map(|r| r.shared_resource.clone())
+            .collect();
+        Ok(Policy {
+            default_action: file.spec.default_action,
+            rules,
+            shared_resources,
+        })
+    }
+
+    /// The first rule that matches the namespace, if any.
+    pub fn rule_for(&self, namespace: &str, labels: &BTreeMap<String, String>) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.matches(namespace, labels))
+    }
+
+    /// Whether any rule looks at namespace labels (so the caller must know them).
+    pub fn uses_labels(&self) -> bool {
+        self.rules.iter().any(Rule::uses_labels)
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// A qualified name as Kubernetes label keys and resource names use it: `[prefix/]name`.
+fn is_qualified_name(s: &str) -> bool {
+    let (prefix, name) = match s.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, s),
+    };
+    prefix.is_none_or(is_dns_subdomain)
+        && !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
+}
+
+fn is_label_value(s: &str) -> bool {
+    s.is_empty() || (is_qualified_name(s) && !s.contains('/'))
+}
+
+/// `<compute>g.<memory>gb`, optionally with `+me` etc. as mig-parted names them.
+fn is_profile_syntax(s: &str) -> bool {
+    let base = s.split('+').next().unwrap_or("");
+    let Some((compute, memory)) = base.split_once("g.") else {
+        return false;
+    };
+    let Some(memory) = memory.strip_suffix("gb") else {
+        return false;
+    };
+    !compute.is_empty()
+        && compute.bytes().all(|b| b.is_ascii_digit())
+        && !memory.is_empty()
+        && memory.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn check_profile(field: &str, profile: &str) -> Result<(), (String, String)> {
+    if !is_profile_syntax(profile) {
+        return Err((
+            field.into(),
+            format!(
+                "{profile:?} is not a MIG profile name (expected <compute>g.<memory>gb, e.g. 1g.10gb)"
+            ),
+        ));
+    }
+    if !catalog::is_known_mig_profile(profile) {
+        return Err((
+            field.into(),
+            format!(
+                "{profile:?} is not a MIG profile of any GPU gpu-slicer knows (A100, H100, H200, B200)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_rule(spec: RuleSpec) -> Result<Rule, (String, String)> {
+    let err = |f: &str, m: String| Err((f.to_string(), m));
+    if !is_dns_label(&spec.name) {
+        return err(
+            "name",
+            format!(
+                "{:?} must be a DNS label (lowercase letters, digits, '-'; it names the rule in audit records)",
+                spec.name
+            ),
+        );
+    }
+    let mut namespace_globs = Vec::with_capacity(spec.namespaces.len());
+    for (j, pattern) in spec.namespaces.iter().enumerate() {
+        let field = format!("namespaces[{j}]");
+        if pattern.is_empty() {
+            return err(&field, "must not be empty".into());
+        }
+        let glob = Glob::new(pattern).map_err(|e| {
+            (
+                field.clone(),
+                format!("{pattern:?} is not a valid glob: {e}"),
+            )
+        })?;
+        namespace_globs.push(glob.compile_matcher());
+    }
+    if let Some(sel) = &spec.namespace_selector {
+        for k in sel.match_labels.keys() {
+            if !is_qualified_name(k) {
+                return err(
+                    "namespaceSelector.matchLabels",
+                    format!("{k:?} is not a valid label key"),
+                );
+            }
+        }
+        for (j, e) in sel.match_expressions.iter().enumerate() {
+            let field = format!("namespaceSelector.matchExpressions[{j}]");
+            let needs_values = matches!(e.operator, SelectorOperator::In | SelectorOperator::NotIn);
+            if needs_values == e.values.is_empty() {
+                return err(
+                    &field,
+                    if needs_values {
+                        "operator In/NotIn needs values".into()
+                    } else {
+                        "operator Exists/DoesNotExist takes no values".into()
+                    },
+                );
+            }
+        }
+    }
+
+    let action = spec.action;
+    if spec.mig.is_some() && action != Action::Mig {
+        return err(
+            "mig",
+            format!("only allowed with action mig, not {}", action.as_str()),
+        );
+    }
+    if spec.shared.is_some() && !action.is_shared() {
+        return err(
+            "shared",
+            format!(
+                "only allowed with action timeslice or mps, not {}",
+                action.as_str()
+            ),
+        );
+    }
+    let routes = !matches!(action, Action::Deny | Action::Passthrough);
+    if !routes {
+        for (set, field) in [
+            (spec.node_pool.is_some(), "nodePool"),
+            (!spec.node_selector.is_empty(), "nodeSelector"),
+            (!spec.tolerations.is_empty(), "tolerations"),
+            (spec.max_per_container.is_some(), "maxPerContainer"),
+            (spec.allow_opt_out, "allowOptOut"),
+        ] {
+            if set {
+                return err(
+                    field,
+                    format!("has no effect with action {}", action.as_str()),
+                );
+            }
+        }
+    }
+
+    let (mut mig_profile, mut allowed_profiles) = (None, Vec::new());
+    if action == Action::Mig {
+        let Some(mig) = &spec.mig else {
+            return err(
+                "mig",
+                "action mig needs a mig section with a default profile".into(),
+            );
+        };
+        check_profile("mig.profile", &mig.profile)?;
+        for (j, prof) in mig.allowed_profiles.iter().enumerate() {
+            check_profile(&format!("mig.allowedProfiles[{j}]"), prof)?;
+        }
+        if !mig.allowed_profiles.is_empty() && !mig.allowed_profiles.contains(&mig.profile) {
+            return err(
+                "mig.profile",
+                format!("{:?} must be one of mig.allowedProfiles", mig.profile),
+            );
+        }
+        mig_profile = Some(mig.profile.clone());
+        allowed_profiles = if mig.allowed_profiles.is_empty() {
+            vec![mig.profile.clone()]
+        } else {
+            let mut all = mig.allowed_profiles.clone();
+            all.dedup();
+            all
+        };
+    }
+
+    let mut shared_resource = None;
+    if action.is_shared() {
+        let Some(shared) = &spec.shared else {
+            return err(
+                "shared",
+                format!(
+                    "action {} needs shared.resourceName (e.g. nvidia.com/gpu.shared)",
+                    action.as_str()
+                ),
+            );
+        };
+        let name = &shared.resource_name;
+        if !is_qualified_name(name) || !name.contains('/') || name.starts_with("kubernetes.io/") {
+            return err(
+                "shared.resourceName",
+                format!(
+                    "{name:?} is not an extended resource name (<domain>/<name>, e.g. nvidia.com/gpu.shared)"
+                ),
+            );
+        }
+        if name.starts_with(MIG_PREFIX) {
+            return err(
+                "shared.resourceName",
+                format!("{name:?} is a MIG resource, not a shared one"),
+            );
+        }
+        shared_resource = Some(name.clone());
+    }
+
+    if spec.max_per_container == Some(0) {
+        return err("maxPerContainer", "must be at least 1".into());
+    }
+    let max_per_container = match (spec.max_per_container, action) {
+        (Some(n), _) => Some(u64::from(n)),
+        (None, Action::Exclusive) => None,
+        (None, _) => Some(1),
+    };
+    if let Some(pool) = &spec.node_pool
+        && !is_dns_subdomain(pool)
+    {
+        return err("nodePool", format!("{pool:?} is not a valid NodePool name"));
+    }
+    for (k, v) in &spec.node_selector {
+        if !is_qualified_name(k) {
+            return err("nodeSelector", format!("{k:?} is not a valid label key"));
+        }
+        if !is_label_value(v) {
+            return err(
+                "nodeSelector",
+                format!("{k}: {v:?} is not a valid label value"),
+            );
+        }
+    }
+    if let Some(pool) = &spec.node_pool
+        && let Some(other) = spec.node_selector.get("karpenter.sh/nodepool")
+        && other != pool
+    {
+        return err(
+            "nodeSelector",
+            format!("karpenter.sh/nodepool: {other:?} contradicts nodePool {pool:?}"),
+        );
+    }
+    let mut tolerations = Vec::with_capacity(spec.tolerations.len());
+    for (j, t) in spec.tolerations.iter().enumerate() {
+        let field = format!("tolerations[{j}]");
+        let op = t.operator.as_deref().unwrap_or("Equal");
+        if !matches!(op, "Equal" | "Exists") {
+            return err(&field, format!("operator {op:?} must be Equal or Exists"));
+        }
+        if op == "Exists" && t.value.as_deref().is_some_and(|v| !v.is_empty()) {
+            return err(&field, "operator Exists takes no value".into());
+        }
+        if t.key.as_deref().unwrap_or("").is_empty() && op != "Exists" {
+            return err(&field, "an empty key needs operator Exists".into());
+        }
+        if let Some(e) = &t.effect
+            && !matches!(
+                e.as_str(),
+                "" | "NoSchedule" | "PreferNoSchedule" | "NoExecute"
+            )
+        {
+            return err(
+                &field,
+                format!("effect {e:?} must be NoSchedule, PreferNoSchedule or NoExecute"),
+            );
+        }
+        tolerations.push(Toleration {
+            key: t.key.clone(),
+            operator: Some(op.to_string()),
+            value: t.value.clone().filter(|_| op == "Equal"),
+            effect: t.effect.clone().filter(|e| !e.is_empty()),
+            toleration_seconds: t.toleration_seconds,
+        });
+    }
+
+    Ok(Rule {
+        name: spec.name.clone(),
+        action,
+        namespace_globs,
+        namespace_selector: spec.namespace_selector.clone(),
+        mig_profile,
+        allowed_profiles,
+        shared_resource,
+        max_per_container,
+        node_pool: spec.node_pool.clone(),
+        node_selector: spec.node_selector.clone(),
+        tolerations,
+        allow_opt_out: spec.allow_opt_out,
+        spec,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<Policy, String> {
+        Policy::parse(yaml, "p.yaml").map_err(|e| e.to_string())
+    }
+
+    fn with_rule(rule: &str) -> String {
+        format!(
+            "apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec:\n  rules:\n{}",
+            rule.lines()
+                .map(|l| format!("    {l}\n"))
+                .collect::<String>()
+        )
+    }
+
+    #[test]
+    fn the_example_policy_is_valid() {
+        let p = Policy::example();
+        let actions: BTreeSet<_> = p.rules.iter().map(|r| r.action.as_str()).collect();
+        for a in ["mig", "timeslice", "mps", "exclusive", "deny"] {
+            assert!(actions.contains(a), "example has no {a} rule");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (
+                "- name: a\n  action: mig\n  mig: {profile: 1g.7gb}",
+                "p.yaml: spec.rules[0].mig.profile: \"1g.7gb\" is not a MIG profile of any GPU",
+            ),
+            (
+                "- name: a\n  action: mig\n  mig: {profile: big}",
+                "spec.rules[0].mig.profile: \"big\" is not a MIG profile name",
+            ),
+            (
+                "- name: a\n  action: mig",
+                "spec.rules[0].mig: action mig needs a mig section",
+            ),
+            (
+                "- name: a\n  action: timeslice",
+                "spec.rules[0].shared: action timeslice needs shared.resourceName",
+            ),
+            (
+                "- name: a\n  action: mps\n  shared: {resourceName: gpu}",
+                "spec.rules[0].shared.resourceName: \"gpu\" is not an extended resource name",
+            ),
+            (
+                "- name: a\n  action: deny\n- name: a\n  action: deny",
+                "spec.rules[1].name: \"a\" is used by an earlier rule",
+            ),
+            (
+                "- name: a\n  namespaces: [\"team-[\"]\n  action: deny",
+                "spec.rules[0].namespaces[0]: \"team-[\" is not a valid glob",
+            ),
+            (
+                "- name: a\n  action: mig\n  mig: {profile: 1g.10gb, allowedProfiles: [2g.20gb]}",
+                "spec.rules[0].mig.profile: \"1g.10gb\" must be one of mig.allowedProfiles",
+            ),
+            (
+                "- name: a\n  action: deny\n  nodePool: x",
+                "spec.rules[0].nodePool: has no effect with action deny",
+            ),
+            (
+                "- name: a\n  action: exclusive\n  maxPerContainer: 0",
+                "spec.rules[0].maxPerContainer: must be at least 1",
+            ),
+            (
+                "- name: a\n  action: exclusive\n  tolerations: [{key: k, operator: Exists, value: v}]",
+                "spec.rules[0].tolerations[0]: operator Exists takes no value",
+            ),
+            (
+                "- name: Bad_Name\n  action: deny",
+                "spec.rules[0].name: \"Bad_Name\" must be a DNS label",
+            ),
+            (
+                "- name: a\n  action: mig\n  shared: {resourceName: nvidia.com/gpu.shared}\n  mig: {profile: 1g.10gb}",
+                "spec.rules[0].shared: only allowed with action timeslice or mps",
+            ),
+        ];
+        for (rule, want) in cases {
+            let got = parse(&with_rule(rule)).unwrap_err();
+            assert!(got.contains(want), "{rule}\n got: {got}\nwant: {want}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_errors() {
+        let got = parse(&with_rule("- name: a\n  action: deny\n  nodepool: x")).unwrap_err();
+        assert!(got.contains("unknown field `nodepool`"), "{got}");
+        let got = parse(
+            "apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec: {defaultAction: allow}",
+        )
+        .unwrap_err();
+        assert!(
+            got.contains("defaultAction") || got.contains("allow"),
+            "{got}"
+        );
+        let got = parse("apiVersion: v1\nkind: SlicingPolicy\nspec: {}").unwrap_err();
+        assert!(got.contains("apiVersion: must be"), "{got}");
+    }
+
+    #[test]
+    fn rules_match_on_names_and_labels_first_match_wins() {
+        let p = parse(&with_rule(
+            "- name: by-label\n  namespaces: [\"team-*\"]\n  namespaceSelector: {matchLabels: {gpu: mig}}\n  action: deny\n\
+             - name: by-name\n  namespaces: [\"team-*\"]\n  action: exclusive\n\
+             - name: expr\n  namespaceSelector: {matchExpressions: [{key: tier, operator: NotIn, values: [prod]}]}\n  action: passthrough",
+        ))
+        .unwrap();
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let name =
+            |ns: &str, l: &[(&str, &str)]| p.rule_for(ns, &labels(l)).map(|r| r.name.clone());
+        assert_eq!(
+            name("team-a", &[("gpu", "mig")]).as_deref(),
+            Some("by-label")
+        );
+        assert_eq!(name("team-a", &[]).as_deref(), Some("by-name"));
+        assert_eq!(name("other", &[]).as_deref(), Some("expr"));
+        assert_eq!(name("other", &[("tier", "prod")]), None);
+        assert_eq!(
+            p.rules[1].max_per_container, None,
+            "exclusive defaults to no limit"
+        );
+    }
+
+    #[test]
+    fn mig_rules_default_to_one_per_container_and_their_own_profile() {
+        let p = parse(&with_rule(
+            "- name: a\n  action: mig\n  mig: {profile: 1g.10gb}",
+        ))
+        .unwrap();
+        assert_eq!(p.rules[0].max_per_container, Some(1));
+        assert_eq!(p.rules[0].allowed_profiles, vec!["1g.10gb".to_string()]);
+    }
+}

@@ -1,0 +1,106 @@
+//! Kubernetes resource quantities (`18Gi`, `1500M`, `2`), as far as gpu-slicer reads them.
+//!
+//! Grammar from k8s.io/apimachinery/pkg/api/resource (quantity.go): a signed decimal number followed by a
+//! binary suffix (Ki..Ei), a decimal suffix (n, u, m, k, M, G, T, P, E) or a decimal exponent (e3, E-2).
+
+/// Parses a quantity into its value in base units (bytes for memory), rounded up to a whole unit.
+/// Returns `None` for anything that is not a quantity, or a negative one.
+pub fn parse(s: &str) -> Option<u128> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(split);
+    let number = number.strip_prefix('+').unwrap_or(number);
+    if number.is_empty() || number.starts_with('-') {
+        return None;
+    }
+    let (int_part, frac_part) = match number.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (number, ""),
+    };
+    if (int_part.is_empty() && frac_part.is_empty())
+        || !int_part.bytes().all(|b| b.is_ascii_digit())
+        || !frac_part.bytes().all(|b| b.is_ascii_digit())
+        || int_part.len() + frac_part.len() > 30
+    {
+        return None;
+    }
+    // value = digits * 10^(exp10 - frac_len) * 2^exp2
+    let digits: u128 = format!("{int_part}{frac_part}").parse().ok()?;
+    let (exp2, exp10): (u32, i32) = match suffix {
+        "" => (0, 0),
+        "Ki" => (10, 0),
+        "Mi" => (20, 0),
+        "Gi" => (30, 0),
+        "Ti" => (40, 0),
+        "Pi" => (50, 0),
+        "Ei" => (60, 0),
+        "n" => (0, -9),
+        "u" => (0, -6),
+        "m" => (0, -3),
+        "k" => (0, 3),
+        "M" => (0, 6),
+        "G" => (0, 9),
+        "T" => (0, 12),
+        "P" => (0, 15),
+        "E" => (0, 18),
+        _ => {
+            let e = suffix.strip_prefix(['e', 'E'])?;
+            let e: i32 = e.parse().ok()?;
+            if !(-30..=30).contains(&e) {
+                return None;
+            }
+            (0, e)
+        }
+    };
+    let scale10 = exp10 - i32::try_from(frac_part.len()).ok()?;
+    let mut value = digits.checked_mul(1u128.checked_shl(exp2)?)?;
+    if scale10 >= 0 {
+        value = value.checked_mul(10u128.checked_pow(scale10.unsigned_abs())?)?;
+    } else {
+        let div = 10u128.checked_pow(scale10.unsigned_abs())?;
+        value = value.div_ceil(div);
+    }
+    Some(value)
+}
+
+/// Parses a count of devices (`"1"`, `"4"`): extended resources must be whole numbers.
+pub fn parse_count(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_binary_decimal_and_exponent_forms() {
+        assert_eq!(parse("18Gi"), Some(18 << 30));
+        assert_eq!(parse("1.5Gi"), Some(3 << 29));
+        assert_eq!(parse("20G"), Some(20_000_000_000));
+        assert_eq!(parse("512Mi"), Some(512 << 20));
+        assert_eq!(parse("1e3"), Some(1000));
+        assert_eq!(parse("1500m"), Some(2)); // rounded up
+        assert_eq!(parse("+3"), Some(3));
+        assert_eq!(parse(".5Ki"), Some(512));
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_quantity() {
+        for bad in ["", "Gi", "-1Gi", "1.2.3", "12GB", "1Xi", "abc", "1e99", "."] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn counts_are_whole_numbers() {
+        assert_eq!(parse_count("2"), Some(2));
+        assert_eq!(parse_count("1500m"), None);
+        assert_eq!(parse_count("-1"), None);
+    }
+}

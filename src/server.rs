@@ -1,0 +1,324 @@
+//! The HTTPS server: routes, TLS, connection hygiene and graceful shutdown.
+//!
+//! - TCP_NODELAY; a TLS handshake timeout and an HTTP/1 header-read timeout, so idle scanners and slow
+//!   clients cannot hold connections; a body size limit and a body read timeout.
+//! - SIGTERM (or any shutdown future) stops accepting, lets in-flight requests finish, and closes
+//!   keep-alive connections (the API server reuses them; kubernetes#127335), within a drain deadline.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::admission::{self, BadReview, StaticFacts};
+use crate::metrics::{AdmissionLabels, ErrorLabels, Metrics};
+
+/// Limits that keep one client from hurting the others.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest accepted request body. The API server caps objects at ~1.5 MiB; a review carries one pod.
+    pub max_body_bytes: usize,
+    /// Time to read a whole request body.
+    pub body_timeout: Duration,
+    /// Time for a TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time to read request headers (HTTP/1), also bounding idle keep-alive connections.
+    pub header_timeout: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 3 * 1024 * 1024,
+            body_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Everything a request handler reads.
+pub struct App {
+    /// Policy and NodePools in force; swapped whole on reload, so no request sees half of one.
+    pub facts: ArcSwap<StaticFacts>,
+    pub metrics: Metrics,
+    pub limits: Limits,
+    ready: AtomicBool,
+}
+
+impl App {
+    pub fn new(facts: StaticFacts, metrics: Metrics, limits: Limits) -> Arc<App> {
+        metrics.policy_rules.set(facts.policy.rules.len() as i64);
+        Arc::new(App {
+            facts: ArcSwap::from_pointee(facts),
+            metrics,
+            limits,
+            ready: AtomicBool::new(true),
+        })
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+}
+
+/// The HTTP routes, without TLS or sockets (tests call it with `oneshot`).
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(app)
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({ "error": message }).to_string();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn mutate(State(app): State<Arc<App>>, body: Body) -> Response {
+    let bad = |reason: &'static str| {
+        app.metrics
+            .bad_requests
+            .get_or_create(&ErrorLabels { reason })
+            .inc()
+    };
+    let limit = app.limits.max_body_bytes;
+    let bytes = match tokio::time::timeout(
+        app.limits.body_timeout,
+        axum::body::to_bytes(body, limit),
+    )
+    .await
+    {
+        Err(_) => {
+            bad("timeout");
+            return json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time",
+            );
+        }
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                bad("too_large");
+                return json_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("request body exceeds {limit} bytes"),
+                );
+            }
+            bad("read_error");
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                &format!("request body could not be read: {e}"),
+            );
+        }
+        Ok(Ok(bytes)) => bytes,
+    };
+    let started = Instant::now();
+    let facts = app.facts.load();
+    match admission::review(&bytes, &**facts) {
+        Ok(reviewed) => {
+            let m = &app.metrics;
+            let (outcome, action, rule) = match &reviewed.decision {
+                Some(d) => match &d.audit {
+                    Some(a) => (
+                        a.outcome.as_str(),
+                        a.action,
+                        a.rule.clone().unwrap_or_default(),
+                    ),
+                    None => ("ignored", "none", String::new()),
+                },
+                None => ("ignored", "none", String::new()),
+            };
+            m.admissions
+                .get_or_create(&AdmissionLabels {
+                    outcome,
+                    action,
+                    rule,
+                })
+                .inc();
+            if let Some(d) = &reviewed.decision {
+                if !d.patch.is_empty() {
+                    m.patches.inc();
+                }
+                if d.denied.is_some() {
+                    m.denials.inc();
+                }
+            }
+            if let Some(entry) = &reviewed.audit {
+                entry.emit();
+            }
+            m.duration.observe(started.elapsed().as_secs_f64());
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                reviewed.body,
+            )
+                .into_response()
+        }
+        Err(e) => {
+            bad(match e {
+                BadReview::NotJson(_) => "bad_json",
+                BadReview::NotAReview(_) => "not_a_review",
+                BadReview::NotAPod(_) => "not_a_pod",
+            });
+            tracing::warn!(error = %e, "bad admission request");
+            json_error(StatusCode::BAD_REQUEST, &e.to_string())
+        }
+    }
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let facts = app.facts.load();
+    let ready = app.ready.load(Ordering::Relaxed);
+    let body = serde_json::json!({
+        "ready": ready,
+        "policyRules": facts.policy.rules.len(),
+        "nodePools": facts.pools.len(),
+    })
+    .to_string();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// A bound listener, not yet serving (bind to port 0 and read the address back: no port races).
+pub struct Bound {
+    listener: TcpListener,
+}
+
+impl Bound {
+    pub async fn bind(addr: SocketAddr) -> std::io::Result<Bound> {
+        Ok(Bound {
+            listener: TcpListener::bind(addr).await?,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves HTTPS (HTTP/1.1 and HTTP/2) until `shutdown` completes, then drains.
+    pub async fn serve(
+        self,
+        router: Router,
+        tls: Arc<rustls::ServerConfig>,
+        limits: Limits,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let acceptor = TlsAcceptor::from(tls);
+        let graceful = GracefulShutdown::new();
+        let service = TowerToHyperService::new(router);
+        tokio::pin!(shutdown);
+        loop {
+            let (tcp, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let service = service.clone();
+            let watcher = graceful.watcher();
+            let limits = limits.clone();
+            tokio::spawn(async move {
+                let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp))
+                    .await
+                {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.header_timeout)
+                    .keep_alive(true);
+                builder
+                    .http2()
+                    .timer(TokioTimer::new())
+                    .max_concurrent_streams(250);
+                let conn = builder.serve_connection(TokioIo::new(tls), service);
+                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(self.listener);
+        tracing::info!("shutting down: draining connections");
+        tokio::select! {
+            () = graceful.shutdown() => tracing::info!("all connections closed"),
+            () = tokio::time::sleep(limits.drain_timeout) => tracing::warn!("drain deadline passed; closing remaining connections"),
+        }
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
