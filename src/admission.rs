@@ -39,7 +39,7 @@ struct ReviewIn<'a> {
     #[serde(borrow)]
     kind: Option<&'a str>,
     #[serde(borrow)]
-    request: Option<RequestIn<'a>>,
+    request: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -180,9 +180,11 @@ pub fn review(body: &[u8], facts: &dyn Facts) -> Result<Reviewed, BadReview> {
             parsed.kind.unwrap_or("")
         )));
     }
-    let Some(mut req) = parsed.request else {
+    let Some(raw_request) = parsed.request else {
         return Err(BadReview::NotAReview("it has no request".into()));
     };
+    let mut req: RequestIn<'_> = serde_json::from_str(raw_request.get())
+        .map_err(|e| BadReview::NotAReview(format!("request: {e}")))?;
 
     // Only CREATE of core/v1 pods (not subresources such as pods/ephemeralcontainers) is ours;
     // anything else the API server sends by misconfiguration is allowed unchanged.

@@ -1,0 +1,111 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use gpu_slicer::engine::{self, Decision, Namespace};
+use gpu_slicer::nodepool::NodePoolIndex;
+use gpu_slicer::pod::Pod;
+use gpu_slicer::policy::Policy;
+use serde_json::{Value, json};
+
+pub fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// The contract policy of `../shared/tools/contract` (team-a mig, team-b opt-out, ml-* mig, notebooks
+/// timeslice, serving mps, training exclusive, sandbox deny).
+pub fn contract_policy() -> Policy {
+    Policy::load(&repo("tests/data/policies/contract.yaml")).expect("contract policy")
+}
+
+pub fn example_policy() -> Policy {
+    Policy::example()
+}
+
+/// The NodePools shipped in `manifests/karpenter`.
+pub fn shipped_pools() -> NodePoolIndex {
+    NodePoolIndex::from_dir(&repo("manifests/karpenter")).expect("shipped NodePools")
+}
+
+/// A captured AdmissionReview from `tests/data/reviews`.
+pub fn review(name: &str) -> Value {
+    let text =
+        std::fs::read_to_string(repo(&format!("tests/data/reviews/{name}.json"))).expect("fixture");
+    serde_json::from_str(&text).expect("fixture JSON")
+}
+
+/// A container as the API server sends it, with `nvidia.com/gpu`-like resources.
+pub fn container(name: &str, gpu: &[(&str, &str)], limits_only: bool) -> Value {
+    let mut limits = json!({"cpu": "2", "memory": "8Gi"});
+    let mut requests = json!({"cpu": "1", "memory": "8Gi"});
+    for (k, v) in gpu {
+        limits[*k] = json!(v);
+        if !limits_only {
+            requests[*k] = json!(v);
+        }
+    }
+    json!({"name": name, "image": "nvcr.io/nvidia/pytorch:24.08-py3", "resources": {"limits": limits, "requests": requests}})
+}
+
+/// A pod with these containers and, optionally, annotations, node selector and tolerations.
+pub fn pod(containers: Vec<Value>) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "infer-7d9c8b6f5-", "namespace": "x"},
+        "spec": {"containers": containers}
+    })
+}
+
+pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Runs the engine on a pod object; returns the decision and the patched object (the input when denied).
+pub fn run(
+    pod_value: &Value,
+    ns: &str,
+    ns_labels: &BTreeMap<String, String>,
+    policy: &Policy,
+    pools: &NodePoolIndex,
+) -> (Decision, Value) {
+    let pod: Pod = serde_json::from_value(pod_value.clone()).expect("pod view");
+    let decision = engine::decide(
+        &pod,
+        Namespace {
+            name: ns,
+            labels: ns_labels,
+        },
+        policy,
+        pools,
+    );
+    let mut out = pod_value.clone();
+    json_patch::patch(&mut out, &decision.patch).expect("the patch applies to its input");
+    (decision, out)
+}
+
+/// The patch as plain JSON, for exact comparisons.
+pub fn ops(decision: &Decision) -> Value {
+    serde_json::to_value(&decision.patch).unwrap()
+}
+
+/// Every resource key in limits or requests of every container and init container.
+pub fn resource_keys(pod: &Value) -> Vec<String> {
+    let mut keys = Vec::new();
+    for list in ["containers", "initContainers"] {
+        for c in pod["spec"][list].as_array().into_iter().flatten() {
+            for section in ["limits", "requests"] {
+                if let Some(m) = c["resources"][section].as_object() {
+                    keys.extend(m.keys().cloned());
+                }
+            }
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    keys
+}
