@@ -94,6 +94,17 @@ fn json_error(status: StatusCode, message: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// An error after which the rest of the body stays unread: tell the client not to reuse the connection
+/// (hyper closes it), so its next request does not meet a closed socket.
+fn json_error_closing(status: StatusCode, message: &str) -> Response {
+    let mut resp = json_error(status, message);
+    resp.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    resp
+}
+
 async fn mutate(State(app): State<Arc<App>>, body: Body) -> Response {
     let bad = |reason: &'static str| {
         app.metrics
@@ -110,7 +121,7 @@ async fn mutate(State(app): State<Arc<App>>, body: Body) -> Response {
     {
         Err(_) => {
             bad("timeout");
-            return json_error(
+            return json_error_closing(
                 StatusCode::REQUEST_TIMEOUT,
                 "request body not received in time",
             );
@@ -120,13 +131,13 @@ async fn mutate(State(app): State<Arc<App>>, body: Body) -> Response {
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             if too_large {
                 bad("too_large");
-                return json_error(
+                return json_error_closing(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     &format!("request body exceeds {limit} bytes"),
                 );
             }
             bad("read_error");
-            return json_error(
+            return json_error_closing(
                 StatusCode::BAD_REQUEST,
                 &format!("request body could not be read: {e}"),
             );

@@ -497,3 +497,14 @@ async fn rotated_certificates_serve_new_handshakes_and_keep_open_connections() {
     assert_eq!(out["response"]["uid"], uid.as_str());
     let _ = srv.stop.send(());
 }
+
+#[tokio::test]
+async fn refusing_an_unread_body_closes_the_connection_so_clients_do_not_reuse_it() {
+    let router = server::router(app());
+    let req = Request::post("/mutate")
+        .body(Body::from(vec![b' '; 4 * 1024 * 1024]))
+        .unwrap();
+    let resp = router.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(resp.headers()["connection"], "close");
+}
