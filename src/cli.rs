@@ -10,7 +10,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::admission::{self, StaticFacts};
+use crate::check;
 use crate::engine::{self, Namespace};
+use crate::gpu_operator::GpuOperatorConfigs;
+use crate::karpenter;
 use crate::metrics::Metrics;
 use crate::nodepool::NodePoolIndex;
 use crate::pod::Pod;
@@ -38,8 +41,29 @@ pub enum Command {
     /// Policy commands.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Karpenter commands.
+    #[command(subcommand)]
+    Karpenter(KarpenterCommand),
     /// Write a CA and a serving certificate for the webhook Service.
     Certs(CertsArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KarpenterCommand {
+    /// Print the NodeOverlays that let Karpenter launch nodes for the slices the policy asks for.
+    Overlays(OverlaysArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OverlaysArgs {
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// Directory of Karpenter NodePool YAML.
+    #[arg(long)]
+    pub nodepools: PathBuf,
+    /// Directory of GPU Operator ConfigMaps (mig-parted and device plugin configs).
+    #[arg(long)]
+    pub gpu_operator: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +132,9 @@ pub struct CheckArgs {
     /// Directory of Karpenter NodePool YAML.
     #[arg(long)]
     pub nodepools: Option<PathBuf>,
+    /// Directory of GPU Operator ConfigMaps (mig-parted and device plugin configs, recognised by content).
+    #[arg(long)]
+    pub gpu_operator: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -135,6 +162,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Mutate(args) => mutate(args),
         Command::Policy(PolicyCommand::Check(args)) => policy_check(args),
+        Command::Karpenter(KarpenterCommand::Overlays(args)) => overlays(args),
         Command::Certs(args) => certs(args),
     }
 }
@@ -347,38 +375,68 @@ fn mutate_inner(args: &MutateArgs) -> Result<bool, String> {
     Ok(decision.allowed())
 }
 
+fn load_gpu_operator(dir: Option<&Path>) -> Result<Option<GpuOperatorConfigs>, String> {
+    dir.map(|d| GpuOperatorConfigs::from_dir(d).map_err(|e| e.to_string()))
+        .transpose()
+}
+
 fn policy_check(args: CheckArgs) -> ExitCode {
-    let result = Policy::load(&args.file)
+    let origin = args.file.display().to_string();
+    let loaded = Policy::load(&args.file)
         .map_err(|e| e.to_string())
         .and_then(|policy| {
-            let pools = load_pools(args.nodepools.as_deref())?;
-            Ok((policy, pools))
+            let pools = args
+                .nodepools
+                .as_deref()
+                .map(|d| NodePoolIndex::from_dir(d).map_err(|e| e.to_string()))
+                .transpose()?;
+            let ops = load_gpu_operator(args.gpu_operator.as_deref())?;
+            Ok((policy, pools, ops))
         });
+    let (policy, pools, ops) = match loaded {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = check::check(&policy, &origin, pools.as_ref(), ops.as_ref());
+    for note in &report.notes {
+        println!("note: {note}");
+    }
+    if report.errors.is_empty() {
+        println!("{origin}: OK ({} rules)", policy.rules.len());
+        ExitCode::SUCCESS
+    } else {
+        for e in &report.errors {
+            eprintln!("{e}");
+        }
+        eprintln!("{origin}: {} problem(s)", report.errors.len());
+        ExitCode::FAILURE
+    }
+}
+
+fn overlays(args: OverlaysArgs) -> ExitCode {
+    let result = (|| {
+        let policy = Policy::load(&args.policy).map_err(|e| e.to_string())?;
+        let pools = NodePoolIndex::from_dir(&args.nodepools).map_err(|e| e.to_string())?;
+        let ops = load_gpu_operator(args.gpu_operator.as_deref())?.unwrap_or_default();
+        let overlays =
+            karpenter::overlays(&policy, &pools, &ops).map_err(|errors| errors.join("\n"))?;
+        let mut command = format!(
+            "gpu-slicer karpenter overlays --policy {} --nodepools {}",
+            args.policy.display(),
+            args.nodepools.display()
+        );
+        if let Some(dir) = &args.gpu_operator {
+            command.push_str(&format!(" --gpu-operator {}", dir.display()));
+        }
+        karpenter::overlays_yaml(&overlays, &command)
+    })();
     match result {
-        Ok((policy, pools)) => {
-            let mut problems = Vec::new();
-            if args.nodepools.is_some() {
-                for (i, rule) in policy.rules.iter().enumerate() {
-                    if let Some(name) = &rule.node_pool
-                        && pools.get(name).is_none()
-                    {
-                        problems.push(format!(
-                            "{}: spec.rules[{i}].nodePool: NodePool {name:?} is not in {}",
-                            args.file.display(),
-                            args.nodepools.as_deref().unwrap_or(Path::new("")).display()
-                        ));
-                    }
-                }
-            }
-            if problems.is_empty() {
-                println!("{}: OK ({} rules)", args.file.display(), policy.rules.len());
-                ExitCode::SUCCESS
-            } else {
-                for p in problems {
-                    eprintln!("{p}");
-                }
-                ExitCode::FAILURE
-            }
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("{e}");

@@ -15,8 +15,11 @@
 pub mod admission;
 pub mod audit;
 pub mod catalog;
+pub mod check;
 pub mod cli;
 pub mod engine;
+pub mod gpu_operator;
+pub mod karpenter;
 pub mod metrics;
 pub mod nodepool;
 pub mod pod;

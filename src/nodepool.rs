@@ -63,6 +63,8 @@ pub struct NodePool {
     pub taints: Vec<Taint>,
     /// `spec.template.spec.requirements`.
     pub requirements: Vec<Requirement>,
+    /// The file it was read from, for messages.
+    pub source: Option<String>,
 }
 
 impl NodePool {
@@ -99,6 +101,7 @@ impl NodePool {
             template_labels: template.metadata.labels,
             taints: template.spec.taints,
             requirements: template.spec.requirements,
+            source: None,
         }))
     }
 }
@@ -183,12 +186,13 @@ impl NodePoolIndex {
         for (path, doc) in crate::yaml::documents_in_dir(dir)
             .map_err(|(path, message)| NodePoolError::Load { path, message })?
         {
-            if let Some(pool) =
+            if let Some(mut pool) =
                 NodePool::from_value(&doc).map_err(|message| NodePoolError::Load {
                     path: path.clone(),
                     message,
                 })?
             {
+                pool.source = Some(path);
                 index.insert(pool);
             }
         }

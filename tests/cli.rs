@@ -187,3 +187,58 @@ fn certs_writes_a_ca_and_a_serving_pair_for_the_service() {
     gpu_slicer::tls::certified_key(&cert, &key, "tls.crt").expect("the pair fits");
     assert!(text(&out.stdout).contains("gpu-slicer.gpu-slicer.svc"));
 }
+
+#[test]
+fn policy_check_and_overlays_on_the_shipped_manifests() {
+    let out = gpu_slicer(
+        &[
+            "policy",
+            "check",
+            "manifests/policy/policy.yaml",
+            "--nodepools",
+            "manifests/karpenter",
+            "--gpu-operator",
+            "manifests/gpu-operator",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "manifests/policy/policy.yaml: OK (6 rules)\n"
+    );
+
+    let out = gpu_slicer(
+        &[
+            "policy",
+            "check",
+            "tests/data/policies/contract.yaml",
+            "--nodepools",
+            "manifests/karpenter",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("spec.rules[0] (team-a-mig): nodePool \"gpu-h100-mig\" is not a NodePool in the NodePools given"), "{stderr}");
+    assert!(text(&out.stdout).contains("note: device plugin configs not checked"));
+
+    let out = gpu_slicer(
+        &[
+            "karpenter",
+            "overlays",
+            "--policy",
+            "manifests/policy/policy.yaml",
+            "--nodepools",
+            "manifests/karpenter",
+            "--gpu-operator",
+            "manifests/gpu-operator",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        std::fs::read_to_string(repo("manifests/karpenter/nodeoverlays.yaml")).unwrap()
+    );
+}

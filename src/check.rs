@@ -1,0 +1,284 @@
+//! `policy check`: does the policy agree with the NodePools it routes to and the GPU Operator configs
+//! those NodePools select? Every finding names the rule, the NodePool and the config involved.
+
+use crate::catalog::{self, InstanceType};
+use crate::gpu_operator::{GpuOperatorConfigs, MigLayout, SharingMode};
+use crate::karpenter::{self, DEVICE_PLUGIN_CONFIG_LABEL, MIG_CONFIG_LABEL};
+use crate::nodepool::{INSTANCE_TYPE_LABEL, NodePool, NodePoolIndex};
+use crate::policy::{Action, Policy, Rule};
+
+/// What `policy check` found.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Disagreements: the command exits 1 if there is any.
+    pub errors: Vec<String>,
+    /// Things not checked, and why.
+    pub notes: Vec<String>,
+}
+
+/// Labels Karpenter can satisfy when it launches a node without the label being in the NodePool's
+/// template (its well-known labels). Any other selector key must be a template label, or Karpenter
+/// cannot launch a node for the pod (labels that GPU feature discovery sets appear only after join).
+fn karpenter_knows(key: &str) -> bool {
+    key.starts_with("karpenter.sh/")
+        || key.starts_with("karpenter.k8s.aws/")
+        || key.starts_with("topology.kubernetes.io/")
+        || matches!(
+            key,
+            INSTANCE_TYPE_LABEL
+                | "kubernetes.io/arch"
+                | "kubernetes.io/os"
+                | "node.kubernetes.io/windows-build"
+        )
+}
+
+/// Checks a policy against NodePools (when given) and GPU Operator configs (defaults when not given).
+pub fn check(
+    policy: &Policy,
+    origin: &str,
+    pools: Option<&NodePoolIndex>,
+    ops: Option<&GpuOperatorConfigs>,
+) -> Report {
+    let mut report = Report::default();
+    let Some(pools) = pools else {
+        report
+            .notes
+            .push("NodePools not checked: give --nodepools DIR".into());
+        return report;
+    };
+    let default_ops;
+    let ops = match ops {
+        Some(o) => o,
+        None => {
+            report.notes.push("device plugin configs not checked: give --gpu-operator DIR (MIG configs: the GPU Operator's defaults)".into());
+            default_ops = GpuOperatorConfigs::default();
+            &default_ops
+        }
+    };
+    let have_device_plugin = !ops.device_plugin.is_empty();
+    for (i, rule) in policy.rules.iter().enumerate() {
+        let Some(name) = rule.node_pool.as_deref() else {
+            continue;
+        };
+        let at = format!("{origin}: spec.rules[{i}] ({})", rule.name);
+        let Some(pool) = pools.get(name) else {
+            report.errors.push(format!(
+                "{at}: nodePool {name:?} is not a NodePool in the NodePools given"
+            ));
+            continue;
+        };
+        let pool_at = match &pool.source {
+            Some(src) => format!("NodePool {name} ({src})"),
+            None => format!("NodePool {name}"),
+        };
+        let mut err = |msg: String| report.errors.push(format!("{at}: {pool_at}: {msg}"));
+        for (k, v) in &rule.node_selector {
+            match pool.template_labels.get(k) {
+                Some(have) if have != v => err(format!(
+                    "nodeSelector {k}={v} contradicts the NodePool's template label {k}={have}"
+                )),
+                Some(_) => {}
+                None if karpenter_knows(k) => {}
+                None => err(format!(
+                    "nodeSelector {k} is not a template label of the NodePool nor a label Karpenter knows: Karpenter cannot launch a node for such pods (labels set by GPU feature discovery appear only after a node joins)"
+                )),
+            }
+        }
+        let Some(types) = pool.instance_types() else {
+            err(format!(
+                "does not pin {INSTANCE_TYPE_LABEL} with operator In, so its GPUs cannot be checked"
+            ));
+            continue;
+        };
+        for t in types {
+            let Some(it) = catalog::instance_type(t) else {
+                err(format!(
+                    "instance type {t} is not a GPU instance type gpu-slicer knows"
+                ));
+                continue;
+            };
+            check_instance(rule, pool, it, ops, have_device_plugin, &mut err);
+        }
+    }
+    report
+}
+
+fn check_instance(
+    rule: &Rule,
+    pool: &NodePool,
+    it: &InstanceType,
+    ops: &GpuOperatorConfigs,
+    have_device_plugin: bool,
+    err: &mut impl FnMut(String),
+) {
+    let gpu = it.gpu;
+    let mig_config = pool.template_labels.get(MIG_CONFIG_LABEL);
+    let layout = mig_config.and_then(|c| ops.mig.layout(c, gpu)).flatten();
+    let mig_on = matches!(layout, Some(MigLayout::Enabled(_)));
+    let plugin_name = pool.template_labels.get(DEVICE_PLUGIN_CONFIG_LABEL);
+    let plugin = plugin_name
+        .and_then(|n| ops.device_plugin.get(n))
+        .map(|(c, _)| c);
+    let sharing = plugin.and_then(|c| c.sharing());
+    if let (Some(name), None) = (plugin_name, plugin)
+        && have_device_plugin
+    {
+        err(format!(
+            "{DEVICE_PLUGIN_CONFIG_LABEL}={name} names no device plugin config in the GPU Operator configs given"
+        ));
+    }
+    if mig_on && sharing.is_some_and(|(m, _)| m == SharingMode::Mps) {
+        err(format!(
+            "MPS is not combined with MIG: {MIG_CONFIG_LABEL}={} partitions {} while {DEVICE_PLUGIN_CONFIG_LABEL}={} shares with MPS (the device plugin refuses MPS on MIG devices)",
+            mig_config.map_or("", |s| s.as_str()),
+            it.name,
+            plugin_name.map_or("", |s| s.as_str())
+        ));
+        return;
+    }
+    match rule.action {
+        Action::Mig => {
+            if !gpu.supports_mig() {
+                err(format!(
+                    "instance type {} carries {}, which has no MIG",
+                    it.name, gpu.name
+                ));
+                return;
+            }
+            for p in &rule.allowed_profiles {
+                if gpu.mig_profile(p).is_none() {
+                    let have: Vec<_> = gpu.mig_profiles.iter().map(|m| m.name).collect();
+                    err(format!(
+                        "MIG profile {p} does not exist on {} ({}), which has {}",
+                        gpu.name,
+                        it.name,
+                        have.join(", ")
+                    ));
+                }
+            }
+            let Some(config) = mig_config else {
+                err(format!(
+                    "has no {MIG_CONFIG_LABEL} template label, so mig-manager leaves its GPUs whole"
+                ));
+                return;
+            };
+            match ops.mig.layout(config, gpu) {
+                None => {
+                    let hint = if ops.mig_is_default {
+                        ""
+                    } else {
+                        " (the custom mig-parted config replaces the GPU Operator's defaults)"
+                    };
+                    err(format!(
+                        "{MIG_CONFIG_LABEL}={config} is not a config in {}{hint}",
+                        ops.mig.source
+                    ));
+                }
+                Some(None) => err(format!(
+                    "MIG config {config} has no entry for {} ({})",
+                    gpu.name, it.name
+                )),
+                Some(Some(MigLayout::Disabled)) => {
+                    err(format!("MIG config {config} turns MIG off on {}", it.name))
+                }
+                Some(Some(MigLayout::Enabled(devices))) => {
+                    let makes: Vec<String> =
+                        devices.iter().map(|(p, n)| format!("{p} x{n}")).collect();
+                    for p in &rule.allowed_profiles {
+                        if !devices.contains_key(p) && gpu.mig_profile(p).is_some() {
+                            err(format!(
+                                "profile {p} is not in MIG config {config}, which makes {} per {} GPU ({})",
+                                makes.join(", "),
+                                gpu.name,
+                                it.name
+                            ));
+                        }
+                    }
+                }
+            }
+            if let Some(strategy) = plugin
+                .and_then(|c| c.flags.as_ref())
+                .and_then(|f| f.mig_strategy.as_deref())
+                && strategy != "mixed"
+            {
+                err(format!(
+                    "device plugin config {} has migStrategy {strategy}: MIG devices are advertised as nvidia.com/mig-<profile> only with mixed",
+                    plugin_name.map_or("", |s| s.as_str())
+                ));
+            }
+        }
+        Action::Timeslice | Action::Mps => {
+            let want = if rule.action == Action::Mps {
+                SharingMode::Mps
+            } else {
+                SharingMode::TimeSlicing
+            };
+            let resource = rule.shared_resource.as_deref().unwrap_or("");
+            let Some(name) = plugin_name else {
+                err(format!(
+                    "has no {DEVICE_PLUGIN_CONFIG_LABEL} template label, so its GPUs are not shared"
+                ));
+                return;
+            };
+            let Some(config) = plugin else {
+                return; // reported above, or no --gpu-operator (noted)
+            };
+            let Some((mode, shared)) = config.sharing() else {
+                err(format!(
+                    "device plugin config {name} does not share GPUs (no sharing.timeSlicing or sharing.mps resources)"
+                ));
+                return;
+            };
+            if mode != want {
+                err(format!(
+                    "rule action {} but device plugin config {name} uses {}",
+                    rule.action.as_str(),
+                    mode.as_str()
+                ));
+                return;
+            }
+            match karpenter::node_resources(pool, it, ops) {
+                Err(e) => err(e),
+                Ok(res) if res.get(resource).copied().unwrap_or(0) > 0 => {}
+                Ok(res) => {
+                    let advertised: Vec<String> = res
+                        .iter()
+                        .filter(|(_, n)| **n > 0)
+                        .map(|(k, n)| format!("{k} x{n}"))
+                        .collect();
+                    let unrenamed = shared
+                        .resources
+                        .iter()
+                        .any(|r| shared.advertised_name(r) == r.name);
+                    let hint = if unrenamed && !shared.rename_by_default {
+                        " (renameByDefault is false: set renameByDefault: true, or shared.resourceName to the unrenamed name)"
+                    } else {
+                        ""
+                    };
+                    err(format!(
+                        "device plugin config {name} advertises {} on {}, not {resource}{hint}",
+                        advertised.join(", "),
+                        it.name
+                    ));
+                }
+            }
+        }
+        Action::Exclusive => {
+            if mig_on {
+                err(format!(
+                    "{MIG_CONFIG_LABEL}={} partitions the GPUs of {}; exclusive needs whole GPUs",
+                    mig_config.map_or("", |s| s.as_str()),
+                    it.name
+                ));
+            }
+            if let Some((mode, _)) = sharing {
+                err(format!(
+                    "device plugin config {} shares GPUs with {}; exclusive needs whole GPUs",
+                    plugin_name.map_or("", |s| s.as_str()),
+                    mode.as_str()
+                ));
+            }
+        }
+        Action::Deny | Action::Passthrough => {}
+    }
+}
