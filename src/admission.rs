@@ -164,8 +164,25 @@ pub struct Reviewed {
     pub audit: Option<Entry>,
 }
 
-/// Reads a review, decides, and writes the answer. Never panics on any input.
-pub fn review(body: &[u8], facts: &dyn Facts) -> Result<Reviewed, BadReview> {
+/// What the decision needs to know of the namespace's labels.
+#[derive(Debug, Clone)]
+pub enum Labels {
+    /// The policy selects on names only.
+    NotNeeded,
+    Known(BTreeMap<String, String>),
+    /// They could not be read; GPU pods are refused with this reason rather than decided on a guess.
+    Unknown(String),
+}
+
+/// A parsed review, before the decision.
+pub struct Request<'a> {
+    req: RequestIn<'a>,
+    /// The pod, for a pod CREATE; `None` for requests allowed untouched.
+    pod: Option<(Pod, String)>,
+}
+
+/// Reads a review. Never panics on any input.
+pub fn parse(body: &[u8]) -> Result<Request<'_>, BadReview> {
     let parsed: ReviewIn<'_> = serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
             BadReview::NotAReview(e.to_string())
@@ -183,7 +200,7 @@ pub fn review(body: &[u8], facts: &dyn Facts) -> Result<Reviewed, BadReview> {
     let Some(raw_request) = parsed.request else {
         return Err(BadReview::NotAReview("it has no request".into()));
     };
-    let mut req: RequestIn<'_> = serde_json::from_str(raw_request.get())
+    let req: RequestIn<'_> = serde_json::from_str(raw_request.get())
         .map_err(|e| BadReview::NotAReview(format!("request: {e}")))?;
 
     // Only CREATE of core/v1 pods (not subresources such as pods/ephemeralcontainers) is ours;
@@ -195,11 +212,7 @@ pub fn review(body: &[u8], facts: &dyn Facts) -> Result<Reviewed, BadReview> {
         && req.resource.resource == "pods"
         && req.sub_resource.as_deref().unwrap_or("").is_empty();
     if !is_pod_create {
-        return Ok(Reviewed {
-            body: allow_untouched(&req.uid),
-            decision: None,
-            audit: None,
-        });
+        return Ok(Request { req, pod: None });
     }
     let Some(object) = req.object else {
         return Err(BadReview::NotAReview(
@@ -209,44 +222,110 @@ pub fn review(body: &[u8], facts: &dyn Facts) -> Result<Reviewed, BadReview> {
     let pod: Pod = serde_json::from_str(object.get()).map_err(BadReview::NotAPod)?;
     let namespace = req
         .namespace
-        .as_deref()
-        .or(pod.metadata.namespace.as_deref())
-        .unwrap_or("default");
-
-    let policy = facts.policy();
-    let labels = if policy.uses_labels() {
-        facts.namespace_labels(namespace)
-    } else {
-        BTreeMap::new()
-    };
-    let decision = engine::decide(
-        &pod,
-        Namespace {
-            name: namespace,
-            labels: &labels,
-        },
-        policy,
-        facts.node_pools(),
-    );
-
-    let audit = decision.audit.as_ref().map(|record| Entry {
-        uid: req.uid.clone(),
-        namespace: namespace.to_string(),
-        pod: pod.display_name().to_string(),
-        owner: pod.controller().map(|o| Owner {
-            kind: o.kind.clone(),
-            name: o.name.clone(),
-        }),
-        user: std::mem::take(&mut req.user_info.username),
-        dry_run: req.dry_run.unwrap_or(false),
-        record: record.clone(),
-    });
-    let body = respond(&req.uid, &decision);
-    Ok(Reviewed {
-        body,
-        decision: Some(decision),
-        audit,
+        .clone()
+        .or_else(|| pod.metadata.namespace.clone())
+        .unwrap_or_else(|| "default".to_string());
+    Ok(Request {
+        req,
+        pod: Some((pod, namespace)),
     })
+}
+
+impl Request<'_> {
+    /// The namespace of the pod being created; `None` when the request is not ours to decide.
+    pub fn pod_namespace(&self) -> Option<&str> {
+        self.pod.as_ref().map(|(_, ns)| ns.as_str())
+    }
+
+    /// The namespace whose labels the decision needs: a GPU pod's, under a policy that selects on labels.
+    pub fn namespace_for_labels(&self, policy: &Policy) -> Option<&str> {
+        let (pod, ns) = self.pod.as_ref()?;
+        (policy.uses_labels() && engine::asks_for_gpu(pod, policy)).then_some(ns.as_str())
+    }
+
+    /// Decides and writes the answer.
+    pub fn decide(mut self, policy: &Policy, pools: &NodePoolIndex, labels: Labels) -> Reviewed {
+        let Some((pod, namespace)) = self.pod.take() else {
+            return Reviewed {
+                body: allow_untouched(&self.req.uid),
+                decision: None,
+                audit: None,
+            };
+        };
+        let empty = BTreeMap::new();
+        let decision = match &labels {
+            Labels::Known(l) => engine::decide(
+                &pod,
+                Namespace {
+                    name: &namespace,
+                    labels: l,
+                },
+                policy,
+                pools,
+            ),
+            Labels::NotNeeded => engine::decide(
+                &pod,
+                Namespace {
+                    name: &namespace,
+                    labels: &empty,
+                },
+                policy,
+                pools,
+            ),
+            Labels::Unknown(why) => {
+                let fallback = name_label(&namespace);
+                let d = engine::decide(
+                    &pod,
+                    Namespace {
+                        name: &namespace,
+                        labels: &fallback,
+                    },
+                    policy,
+                    pools,
+                );
+                if d.audit.is_some() {
+                    engine::refuse(
+                        format!(
+                            "gpu-slicer: the labels of namespace {namespace:?} could not be read ({why}) and the GPU policy selects rules by namespace labels; retry in a moment"
+                        ),
+                        policy.rule_for(&namespace, &fallback),
+                    )
+                } else {
+                    d
+                }
+            }
+        };
+        let req = &mut self.req;
+        let audit = decision.audit.as_ref().map(|record| Entry {
+            uid: req.uid.clone(),
+            namespace: namespace.clone(),
+            pod: pod.display_name().to_string(),
+            owner: pod.controller().map(|o| Owner {
+                kind: o.kind.clone(),
+                name: o.name.clone(),
+            }),
+            user: std::mem::take(&mut req.user_info.username),
+            dry_run: req.dry_run.unwrap_or(false),
+            record: record.clone(),
+        });
+        let body = respond(&req.uid, &decision);
+        Reviewed {
+            body,
+            decision: Some(decision),
+            audit,
+        }
+    }
+}
+
+/// Reads a review, decides with `facts`, and writes the answer. Never panics on any input.
+pub fn review(body: &[u8], facts: &dyn Facts) -> Result<Reviewed, BadReview> {
+    let request = parse(body)?;
+    let policy = facts.policy();
+    let labels = match request.namespace_for_labels(policy) {
+        Some(ns) => Labels::Known(facts.namespace_labels(ns)),
+        None => Labels::NotNeeded,
+    };
+    Ok(request.decide(policy, facts.node_pools(), labels))
 }
 
 fn allow_untouched(uid: &str) -> Vec<u8> {

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::admission::{self, StaticFacts};
 use crate::check;
+use crate::cluster::Cluster;
 use crate::engine::{self, Namespace};
 use crate::gpu_operator::GpuOperatorConfigs;
 use crate::karpenter;
@@ -18,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::nodepool::NodePoolIndex;
 use crate::pod::Pod;
 use crate::policy::Policy;
+use crate::reload::PolicyReloader;
 use crate::server::{self, App, Bound, Limits};
 use crate::tls;
 
@@ -86,9 +88,15 @@ pub struct ServeArgs {
     /// Directory of Karpenter NodePool YAML to route with.
     #[arg(long)]
     pub nodepools: Option<PathBuf>,
-    /// How often to re-read the certificate files, seconds.
+    /// How often to re-read the policy and certificate files, seconds.
     #[arg(long, default_value_t = 10)]
     pub reload_interval: u64,
+    /// Cluster mode outside a pod: watch Namespaces and NodePools through this kubeconfig.
+    #[arg(long, conflicts_with = "offline")]
+    pub kubeconfig: Option<PathBuf>,
+    /// No cluster access, even in a pod: namespaces known by name only, NodePools from --nodepools.
+    #[arg(long)]
+    pub offline: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -224,7 +232,19 @@ fn serve(args: ServeArgs) -> ExitCode {
 }
 
 async fn serve_async(args: ServeArgs) -> Result<(), String> {
-    let policy = load_policy(args.policy.as_deref())?;
+    let (policy, policy_bytes) = match &args.policy {
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).map_err(|e| format!("--policy {}: {e}", path.display()))?;
+            let policy = Policy::parse(
+                &String::from_utf8_lossy(&bytes),
+                &path.display().to_string(),
+            )
+            .map_err(|e| e.to_string())?;
+            (policy, bytes)
+        }
+        None => (Policy::example(), Vec::new()),
+    };
     let pools = load_pools(args.nodepools.as_deref())?;
     tracing::info!(
         policy = %args.policy.as_ref().map_or("embedded example".into(), |p| p.display().to_string()),
@@ -232,8 +252,8 @@ async fn serve_async(args: ServeArgs) -> Result<(), String> {
         node_pools = pools.len(),
         "policy loaded"
     );
-    let (cert, key) = match (args.tls_cert, args.tls_key) {
-        (Some(c), Some(k)) => (c, k),
+    let (cert, key) = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => (c.clone(), k.clone()),
         _ => {
             let dev = tls::ensure_dev_certs(&args.certs_dir).map_err(|e| e.to_string())?;
             if dev.created {
@@ -244,9 +264,9 @@ async fn serve_async(args: ServeArgs) -> Result<(), String> {
             (dev.cert, dev.key)
         }
     };
+    let every = Duration::from_secs(args.reload_interval.max(1));
     let resolver = Arc::new(tls::ReloadingCert::load(&cert, &key).map_err(|e| e.to_string())?);
-    resolver.spawn_poll(Duration::from_secs(args.reload_interval.max(1)));
-    let tls_config = tls::server_config(resolver).map_err(|e| e.to_string())?;
+    let tls_config = tls::server_config(resolver.clone()).map_err(|e| e.to_string())?;
 
     let limits = Limits::default();
     let app = App::new(
@@ -254,20 +274,65 @@ async fn serve_async(args: ServeArgs) -> Result<(), String> {
         Metrics::new(),
         limits.clone(),
     );
+    resolver.spawn_poll(every, app.metrics.certificate_expiry.clone());
+    if let Some(path) = &args.policy {
+        PolicyReloader::new(path.clone(), policy_bytes, app.clone()).spawn(every);
+    }
+    if let Some(client) = cluster_client(&args).await? {
+        let cluster = Cluster::start(
+            client,
+            app.pools.clone(),
+            args.nodepools.is_none(),
+            app.metrics.cluster.clone(),
+        );
+        app.attach_cluster(cluster);
+        tracing::info!(
+            "cluster mode: watching Namespaces and NodePools; ready once the caches have synced"
+        );
+    } else {
+        tracing::info!("offline: namespaces known by name only; NodePools from --nodepools");
+    }
+
     let bound = Bound::bind(args.listen)
         .await
         .map_err(|e| format!("--listen {}: {e}", args.listen))?;
     let addr = bound.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, "serving https: POST /mutate, GET /healthz /readyz /metrics");
+    let shutdown_app = app.clone();
+    let shutdown = async move {
+        server::shutdown_signal().await;
+        shutdown_app.set_ready(false);
+    };
     bound
-        .serve(
-            server::router(app),
-            tls_config,
-            limits,
-            server::shutdown_signal(),
-        )
+        .serve(server::router(app), tls_config, limits, shutdown)
         .await;
     Ok(())
+}
+
+/// The API client for cluster mode: `--kubeconfig`, else the in-cluster config inside a pod; `None`
+/// offline (`--offline`, or outside a pod without `--kubeconfig`).
+async fn cluster_client(args: &ServeArgs) -> Result<Option<kube::Client>, String> {
+    if args.offline {
+        return Ok(None);
+    }
+    let config = if let Some(path) = &args.kubeconfig {
+        let kubeconfig = kube::config::Kubeconfig::read_from(path)
+            .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
+        kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?
+    } else if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        kube::Config::incluster()
+            .map_err(|e| format!("in-cluster config: {e} (use --offline to run without the API)"))?
+    } else {
+        return Ok(None);
+    };
+    kube::Client::try_from(config)
+        .map(Some)
+        .map_err(|e| format!("API client: {e}"))
 }
 
 /// Exit codes of `mutate`: 0 allowed, 1 denied, 2 bad input.

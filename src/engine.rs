@@ -170,6 +170,12 @@ fn scan<'p>(pod: &'p Pod, policy: &Policy) -> Vec<GpuUse<'p>> {
     uses
 }
 
+/// Whether the pod asks for any GPU resource (only such pods are decided on, audited, or need facts
+/// such as namespace labels).
+pub fn asks_for_gpu(pod: &Pod, policy: &Policy) -> bool {
+    !scan(pod, policy).is_empty()
+}
+
 /// Decides what to do with a pod being created.
 pub fn decide(pod: &Pod, ns: Namespace<'_>, policy: &Policy, pools: &NodePoolIndex) -> Decision {
     let uses = scan(pod, policy);
@@ -212,6 +218,19 @@ pub fn decide(pod: &Pod, ns: Namespace<'_>, policy: &Policy, pools: &NodePoolInd
         warnings: Vec::new(),
     }
     .run()
+}
+
+/// A denial decided outside the engine's rules (e.g. facts that could not be read), audited like any.
+pub fn refuse(message: String, rule: Option<&Rule>) -> Decision {
+    let record = Record {
+        rule: rule.map(|r| r.name.clone()),
+        action: rule.map_or("unknown", |r| r.action.as_str()),
+        changes: Vec::new(),
+        node_pool: None,
+        outcome: Outcome::Denied,
+        reason: None,
+    };
+    deny(message, record, Vec::new())
 }
 
 fn deny(message: String, mut record: Record, warnings: Vec<String>) -> Decision {

@@ -8,6 +8,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::cluster::ClusterMetrics;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AdmissionLabels {
     /// rewritten | routed | unchanged | optedOut | denied | ignored (not a pod CREATE or no GPU)
@@ -31,6 +33,11 @@ pub struct Metrics {
     pub bad_requests: Family<ErrorLabels, Counter>,
     pub duration: Histogram,
     pub policy_rules: Gauge,
+    pub policy_generation: Gauge,
+    pub policy_reload_errors: Counter,
+    pub policy_last_reload_success: Gauge,
+    pub certificate_expiry: Gauge,
+    pub cluster: ClusterMetrics,
 }
 
 impl Default for Metrics {
@@ -71,6 +78,32 @@ impl Metrics {
             "Time from a complete request body to the response, seconds",
             duration.clone(),
         );
+        let policy_generation = Gauge::default();
+        registry.register(
+            "policy_generation",
+            "Policies put in force since start (1 = the one loaded at start)",
+            policy_generation.clone(),
+        );
+        let policy_reload_errors = Counter::default();
+        registry.register(
+            "policy_reload_errors",
+            "Policy files refused on reload (the previous policy stayed in force)",
+            policy_reload_errors.clone(),
+        );
+        let policy_last_reload_success = Gauge::default();
+        registry.register(
+            "policy_last_reload_success_timestamp_seconds",
+            "Unix time the policy in force was loaded",
+            policy_last_reload_success.clone(),
+        );
+        let certificate_expiry = Gauge::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "Unix time the serving certificate expires (notAfter)",
+            certificate_expiry.clone(),
+        );
+        let cluster = ClusterMetrics::default();
+        cluster.register(&mut registry);
         let policy_rules = Gauge::default();
         registry.register(
             "policy_rules",
@@ -85,6 +118,11 @@ impl Metrics {
             bad_requests,
             duration,
             policy_rules,
+            policy_generation,
+            policy_reload_errors,
+            policy_last_reload_success,
+            certificate_expiry,
+            cluster,
         }
     }
 

@@ -91,18 +91,23 @@ impl NodePool {
         {
             return Ok(None);
         }
+        NodePool::from_object(value).map(Some)
+    }
+
+    /// Reads a NodePool object known to be one (items of a watch may lack `apiVersion` and `kind`).
+    pub fn from_object(value: &serde_json::Value) -> Result<NodePool, String> {
         let raw: RawNodePool = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
         if raw.metadata.name.is_empty() {
             return Err("a NodePool without metadata.name".into());
         }
         let template = raw.spec.template;
-        Ok(Some(NodePool {
+        Ok(NodePool {
             name: raw.metadata.name,
             template_labels: template.metadata.labels,
             taints: template.spec.taints,
             requirements: template.spec.requirements,
             source: None,
-        }))
+        })
     }
 }
 

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -24,8 +25,11 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::admission::{self, BadReview, StaticFacts};
+use crate::admission::{self, BadReview, Labels, StaticFacts};
+use crate::cluster::{Cluster, Lookup};
 use crate::metrics::{AdmissionLabels, ErrorLabels, Metrics};
+use crate::nodepool::NodePoolIndex;
+use crate::policy::Policy;
 
 /// Limits that keep one client from hurting the others.
 #[derive(Debug, Clone)]
@@ -56,26 +60,101 @@ impl Default for Limits {
 
 /// Everything a request handler reads.
 pub struct App {
-    /// Policy and NodePools in force; swapped whole on reload, so no request sees half of one.
-    pub facts: ArcSwap<StaticFacts>,
+    /// The policy in force; replaced whole on reload, so no request sees half of one.
+    pub policy: ArcSwap<Policy>,
+    /// NodePools, from `--nodepools` or the cluster watch; replaced whole on every change.
+    pub pools: Arc<ArcSwap<NodePoolIndex>>,
+    cluster: OnceLock<Arc<Cluster>>,
     pub metrics: Metrics,
     pub limits: Limits,
-    ready: AtomicBool,
+    accepting: AtomicBool,
+    policy_status: Mutex<PolicyStatus>,
+}
+
+/// The policy's history, for `/readyz`.
+#[derive(Debug, Clone, Default)]
+struct PolicyStatus {
+    generation: u64,
+    last_error: Option<String>,
 }
 
 impl App {
     pub fn new(facts: StaticFacts, metrics: Metrics, limits: Limits) -> Arc<App> {
         metrics.policy_rules.set(facts.policy.rules.len() as i64);
+        metrics.policy_generation.set(1);
         Arc::new(App {
-            facts: ArcSwap::from_pointee(facts),
+            policy: ArcSwap::from_pointee(facts.policy),
+            pools: Arc::new(ArcSwap::from_pointee(facts.pools)),
+            cluster: OnceLock::new(),
             metrics,
             limits,
-            ready: AtomicBool::new(true),
+            accepting: AtomicBool::new(true),
+            policy_status: Mutex::new(PolicyStatus {
+                generation: 1,
+                last_error: None,
+            }),
         })
     }
 
+    /// Attaches the cluster watches (cluster mode); `/readyz` then waits for their caches.
+    pub fn attach_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Marks the server as (not) accepting work, e.g. while shutting down.
     pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
+        self.accepting.store(ready, Ordering::Relaxed);
+    }
+
+    /// Ready: accepting, and the caches (if any) have synced.
+    pub fn ready(&self) -> bool {
+        self.accepting.load(Ordering::Relaxed) && self.cluster().is_none_or(|c| c.ready())
+    }
+
+    /// Puts a new valid policy in force, atomically between requests.
+    pub fn replace_policy(&self, policy: Policy) {
+        let rules = policy.rules.len();
+        self.policy.store(Arc::new(policy));
+        let mut status = self.policy_status.lock().unwrap_or_else(|p| p.into_inner());
+        status.generation += 1;
+        status.last_error = None;
+        self.metrics.policy_generation.set(status.generation as i64);
+        self.metrics.policy_rules.set(rules as i64);
+    }
+
+    /// Records a policy that was refused; the one in force stays.
+    pub fn policy_refused(&self, error: String) {
+        self.metrics.policy_reload_errors.inc();
+        self.policy_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_error = Some(error);
+    }
+
+    /// Namespace labels for a decision: from the cache, else one direct read, else unknown.
+    async fn labels_for(&self, request: &admission::Request<'_>, policy: &Policy) -> Labels {
+        let Some(ns) = request.namespace_for_labels(policy) else {
+            return Labels::NotNeeded;
+        };
+        let Some(cluster) = self.cluster() else {
+            return Labels::Known(admission::name_label(ns));
+        };
+        if let Some(labels) = cluster.cached_labels(ns) {
+            return Labels::Known(labels);
+        }
+        match cluster.lookup(ns).await {
+            Lookup::Found(labels) => Labels::Known(labels),
+            // The API server refuses pods in a namespace that does not exist; decide on the name.
+            Lookup::Missing => Labels::Known(admission::name_label(ns)),
+            Lookup::Failed(why) => {
+                tracing::warn!(namespace = ns, error = %why, "namespace labels unavailable");
+                Labels::Unknown(why)
+            }
+        }
     }
 }
 
@@ -145,9 +224,11 @@ async fn mutate(State(app): State<Arc<App>>, body: Body) -> Response {
         Ok(Ok(bytes)) => bytes,
     };
     let started = Instant::now();
-    let facts = app.facts.load();
-    match admission::review(&bytes, &**facts) {
-        Ok(reviewed) => {
+    match admission::parse(&bytes) {
+        Ok(request) => {
+            let policy = app.policy.load_full();
+            let labels = app.labels_for(&request, &policy).await;
+            let reviewed = request.decide(&policy, &app.pools.load(), labels);
             let m = &app.metrics;
             let (outcome, action, rule) = match &reviewed.decision {
                 Some(d) => match &d.audit {
@@ -199,20 +280,29 @@ async fn mutate(State(app): State<Arc<App>>, body: Body) -> Response {
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let facts = app.facts.load();
-    let ready = app.ready.load(Ordering::Relaxed);
+    let ready = app.ready();
+    let status = app
+        .policy_status
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let body = serde_json::json!({
         "ready": ready,
-        "policyRules": facts.policy.rules.len(),
-        "nodePools": facts.pools.len(),
+        "policy": {
+            "generation": status.generation,
+            "rules": app.policy.load().rules.len(),
+            "lastError": status.last_error,
+        },
+        "nodePools": app.pools.load().len(),
+        "cluster": app.cluster().map_or(serde_json::json!("offline"), |c| c.status()),
     })
     .to_string();
-    let status = if ready {
+    let code = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {

@@ -136,7 +136,7 @@ async fn routes_answer_reviews_health_and_metrics() {
     let (status, ready) = call(router.clone(), "GET", "/readyz", vec![]).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
-        serde_json::from_slice::<Value>(&ready).unwrap()["policyRules"],
+        serde_json::from_slice::<Value>(&ready).unwrap()["policy"]["rules"],
         7
     );
     let (_, metrics) = call(router.clone(), "GET", "/metrics", vec![]).await;

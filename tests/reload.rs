@@ -1,0 +1,180 @@
+//! Live policy reload as the kubelet updates a ConfigMap mount (a `..data` symlink swap), refusal of a
+//! broken policy, and no lost or half-decided request while policies swap under load.
+
+mod common;
+
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::*;
+use gpu_slicer::admission::StaticFacts;
+use gpu_slicer::metrics::Metrics;
+use gpu_slicer::nodepool::NodePoolIndex;
+use gpu_slicer::policy::Policy;
+use gpu_slicer::reload::{Outcome, PolicyReloader};
+use gpu_slicer::server::{self, App, Limits};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+const POLICY_A: &str = "apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec:\n  rules:\n  - {name: first, action: mig, mig: {profile: 1g.10gb}}\n";
+const POLICY_B: &str = "apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec:\n  rules:\n  - {name: second, action: timeslice, shared: {resourceName: nvidia.com/gpu.shared}}\n";
+
+/// Writes `content` the way the kubelet updates a ConfigMap volume: a new timestamped directory, a new
+/// `..data` link renamed over the old one; `policy.yaml` is a link to `..data/policy.yaml`.
+fn kubelet_write(dir: &Path, generation: u32, content: &str) {
+    let ts = format!("..2026_11_26_06_00_{generation:02}.{generation}");
+    std::fs::create_dir(dir.join(&ts)).unwrap();
+    std::fs::write(dir.join(&ts).join("policy.yaml"), content).unwrap();
+    symlink(&ts, dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    if !dir.join("policy.yaml").exists() {
+        symlink("..data/policy.yaml", dir.join("policy.yaml")).unwrap();
+    }
+}
+
+fn app_with(policy: &str) -> Arc<App> {
+    App::new(
+        StaticFacts {
+            policy: Policy::parse(policy, "t").unwrap(),
+            pools: NodePoolIndex::default(),
+        },
+        Metrics::new(),
+        Limits::default(),
+    )
+}
+
+async fn rule_for_pod(app: &Arc<App>) -> (StatusCode, String) {
+    let body = serde_json::to_vec(&review("ml-inference-embedder-0-create")).unwrap();
+    let resp = server::router(app.clone())
+        .oneshot(Request::post("/mutate").body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let out: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    (
+        status,
+        out["response"]["auditAnnotations"]["rule"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+    )
+}
+
+#[tokio::test]
+async fn a_symlink_swap_replaces_the_policy_and_a_broken_file_keeps_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    kubelet_write(dir.path(), 1, POLICY_A);
+    let app = app_with(POLICY_A);
+    let path = dir.path().join("policy.yaml");
+    let mut reloader =
+        PolicyReloader::new(path.clone(), std::fs::read(&path).unwrap(), app.clone());
+    assert_eq!(reloader.check(), Outcome::Unchanged);
+    assert_eq!(rule_for_pod(&app).await.1, "first");
+
+    kubelet_write(dir.path(), 2, POLICY_B);
+    assert_eq!(reloader.check(), Outcome::Replaced);
+    assert_eq!(rule_for_pod(&app).await.1, "second");
+
+    kubelet_write(
+        dir.path(),
+        3,
+        "apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec:\n  rules:\n  - {name: broken, action: mig, mig: {profile: 1g.7gb}}\n",
+    );
+    let Outcome::Refused(msg) = reloader.check() else {
+        panic!("a broken policy was accepted")
+    };
+    assert!(msg.contains("spec.rules[0].mig.profile"), "{msg}");
+    assert_eq!(
+        rule_for_pod(&app).await.1,
+        "second",
+        "the last good policy stays in force"
+    );
+    assert_eq!(
+        reloader.check(),
+        Outcome::Unchanged,
+        "the same broken file is not re-reported"
+    );
+
+    let resp = server::router(app.clone())
+        .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let ready: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(ready["policy"]["generation"], 2);
+    assert!(
+        ready["policy"]["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("1g.7gb")
+    );
+    let metrics = app.metrics.encode();
+    assert!(
+        metrics.contains("gpu_slicer_policy_reload_errors_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gpu_slicer_policy_generation 2"),
+        "{metrics}"
+    );
+
+    // Fixed again: accepted, and the error clears.
+    kubelet_write(dir.path(), 4, POLICY_A);
+    assert_eq!(reloader.check(), Outcome::Replaced);
+    assert_eq!(rule_for_pod(&app).await.1, "first");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_under_load_see_one_whole_policy_or_the_other_and_none_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    kubelet_write(dir.path(), 1, POLICY_A);
+    let app = app_with(POLICY_A);
+    let path = dir.path().join("policy.yaml");
+    let mut reloader =
+        PolicyReloader::new(path.clone(), std::fs::read(&path).unwrap(), app.clone());
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (app, stop) = (app.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let mut seen = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, rule) = rule_for_pod(&app).await;
+                assert_eq!(status, StatusCode::OK);
+                match rule.as_str() {
+                    "first" => seen.0 += 1,
+                    "second" => seen.1 += 1,
+                    other => panic!("a request saw rule {other:?}"),
+                }
+                tokio::task::yield_now().await;
+            }
+            seen
+        }));
+    }
+    for generation in 2..40u32 {
+        kubelet_write(
+            dir.path(),
+            generation,
+            if generation % 2 == 0 {
+                POLICY_B
+            } else {
+                POLICY_A
+            },
+        );
+        assert_eq!(reloader.check(), Outcome::Replaced);
+        tokio::task::yield_now().await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for c in clients {
+        let (a, b) = c.await.expect("no client failed");
+        total += a + b;
+    }
+    assert!(total > 0);
+}
