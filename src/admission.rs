@@ -39,7 +39,7 @@ struct ReviewIn<'a> {
     #[serde(borrow)]
     kind: Option<&'a str>,
     #[serde(borrow)]
-    request: Option<&'a RawValue>,
+    request: Option<RequestIn<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -64,18 +64,22 @@ struct UserInfo {
     username: String,
 }
 
+// Every field is optional here so that one pass reads the whole review; what is required is checked
+// after the apiVersion, so the error names the real problem.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RequestIn<'a> {
-    uid: String,
-    #[serde(borrow)]
-    kind: GroupVersionKind<'a>,
-    #[serde(borrow)]
-    resource: GroupVersionResource<'a>,
+    #[serde(default)]
+    uid: Option<String>,
+    #[serde(borrow, default)]
+    kind: Option<GroupVersionKind<'a>>,
+    #[serde(borrow, default)]
+    resource: Option<GroupVersionResource<'a>>,
     #[serde(default)]
     sub_resource: Option<String>,
     #[serde(default)]
     namespace: Option<String>,
+    #[serde(default)]
     operation: String,
     #[serde(default)]
     user_info: UserInfo,
@@ -177,6 +181,7 @@ pub enum Labels {
 /// A parsed review, before the decision.
 pub struct Request<'a> {
     req: RequestIn<'a>,
+    uid: String,
     /// The pod, for a pod CREATE; `None` for requests allowed untouched.
     pod: Option<(Pod, String)>,
 }
@@ -197,22 +202,30 @@ pub fn parse(body: &[u8]) -> Result<Request<'_>, BadReview> {
             parsed.kind.unwrap_or("")
         )));
     }
-    let Some(raw_request) = parsed.request else {
+    let Some(req) = parsed.request else {
         return Err(BadReview::NotAReview("it has no request".into()));
     };
-    let req: RequestIn<'_> = serde_json::from_str(raw_request.get())
-        .map_err(|e| BadReview::NotAReview(format!("request: {e}")))?;
+    let (Some(uid), Some(kind), Some(resource)) = (&req.uid, &req.kind, &req.resource) else {
+        return Err(BadReview::NotAReview(
+            "request needs uid, kind and resource".into(),
+        ));
+    };
+    let uid = uid.clone();
 
     // Only CREATE of core/v1 pods (not subresources such as pods/ephemeralcontainers) is ours;
     // anything else the API server sends by misconfiguration is allowed unchanged.
     let is_pod_create = req.operation == "CREATE"
-        && req.kind.group.is_empty()
-        && req.kind.kind == "Pod"
-        && req.resource.group.is_empty()
-        && req.resource.resource == "pods"
+        && kind.group.is_empty()
+        && kind.kind == "Pod"
+        && resource.group.is_empty()
+        && resource.resource == "pods"
         && req.sub_resource.as_deref().unwrap_or("").is_empty();
     if !is_pod_create {
-        return Ok(Request { req, pod: None });
+        return Ok(Request {
+            req,
+            uid,
+            pod: None,
+        });
     }
     let Some(object) = req.object else {
         return Err(BadReview::NotAReview(
@@ -227,6 +240,7 @@ pub fn parse(body: &[u8]) -> Result<Request<'_>, BadReview> {
         .unwrap_or_else(|| "default".to_string());
     Ok(Request {
         req,
+        uid,
         pod: Some((pod, namespace)),
     })
 }
@@ -240,14 +254,14 @@ impl Request<'_> {
     /// The namespace whose labels the decision needs: a GPU pod's, under a policy that selects on labels.
     pub fn namespace_for_labels(&self, policy: &Policy) -> Option<&str> {
         let (pod, ns) = self.pod.as_ref()?;
-        (policy.uses_labels() && engine::asks_for_gpu(pod, policy)).then_some(ns.as_str())
+        (policy.needs_labels(ns) && engine::asks_for_gpu(pod, policy)).then_some(ns.as_str())
     }
 
     /// Decides and writes the answer.
     pub fn decide(mut self, policy: &Policy, pools: &NodePoolIndex, labels: Labels) -> Reviewed {
         let Some((pod, namespace)) = self.pod.take() else {
             return Reviewed {
-                body: allow_untouched(&self.req.uid),
+                body: allow_untouched(&self.uid),
                 decision: None,
                 audit: None,
             };
@@ -297,7 +311,7 @@ impl Request<'_> {
         };
         let req = &mut self.req;
         let audit = decision.audit.as_ref().map(|record| Entry {
-            uid: req.uid.clone(),
+            uid: self.uid.clone(),
             namespace: namespace.clone(),
             pod: pod.display_name().to_string(),
             owner: pod.controller().map(|o| Owner {
@@ -308,7 +322,7 @@ impl Request<'_> {
             dry_run: req.dry_run.unwrap_or(false),
             record: record.clone(),
         });
-        let body = respond(&req.uid, &decision);
+        let body = respond(&self.uid, &decision);
         Reviewed {
             body,
             decision: Some(decision),

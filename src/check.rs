@@ -100,6 +100,9 @@ pub fn check(
             check_instance(rule, pool, it, ops, have_device_plugin, &mut err);
         }
     }
+    // A NodePool-level finding repeats for each of its instance types: say it once.
+    let mut seen = std::collections::BTreeSet::new();
+    report.errors.retain(|e| seen.insert(e.clone()));
     report
 }
 

@@ -395,6 +395,16 @@ fn mutate_inner(args: &MutateArgs) -> Result<bool, String> {
             doc.get("kind")
         ));
     };
+    if let Some(ns) = pod_value
+        .pointer("/metadata/namespace")
+        .and_then(|n| n.as_str())
+        && ns != args.namespace
+    {
+        eprintln!(
+            "Warning: the pod says namespace {ns:?}; deciding for --namespace {:?}",
+            args.namespace
+        );
+    }
     let pod: Pod = serde_json::from_value(pod_value.clone())
         .map_err(|e| format!("{}: not a valid Pod: {e}", args.file))?;
     let decision = engine::decide(

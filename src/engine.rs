@@ -300,10 +300,18 @@ impl Planner<'_> {
         let opt_out = self.pod.annotation(EXCLUSIVE_ANNOTATION) == Some("true");
         if opt_out && rule.action != Action::Exclusive {
             if rule.allow_opt_out {
-                self.warn(format!(
-                    "kept whole GPUs: {EXCLUSIVE_ANNOTATION} honoured by rule {}",
-                    rule.name
-                ));
+                let line = match &rule.node_pool {
+                    // The rule's pool offers slices only: the pod must find whole GPUs elsewhere.
+                    Some(pool) => format!(
+                        "whole GPUs kept ({EXCLUSIVE_ANNOTATION}, rule {}); not routed to slice NodePool {pool}",
+                        rule.name
+                    ),
+                    None => format!(
+                        "kept whole GPUs: {EXCLUSIVE_ANNOTATION} honoured by rule {}",
+                        rule.name
+                    ),
+                };
+                self.warn(line);
                 let warnings = std::mem::take(&mut self.warnings);
                 return Decision {
                     warnings,
@@ -334,7 +342,10 @@ impl Planner<'_> {
                 self.note_unused_sizing_annotations();
                 rule.shared_resource.clone().unwrap_or_default()
             }
-            _ => WHOLE_GPU.to_string(),
+            _ => {
+                self.note_unused_sizing_annotations();
+                WHOLE_GPU.to_string()
+            }
         };
 
         if let Err(msg) = self.check_requests(&target) {
@@ -379,21 +390,6 @@ impl Planner<'_> {
             return self.deny(msg);
         }
 
-        for c in &changes {
-            let line = if c.from == c.to {
-                format!(
-                    "{} keeps {} whole GPU(s) (rule {})",
-                    c.container, c.quantity, rule.name
-                )
-            } else {
-                format!(
-                    "{}: {} {} -> {} (rule {})",
-                    c.container, c.from, c.quantity, c.to, rule.name
-                )
-            };
-            self.warn(line);
-        }
-
         let outcome = if renamed {
             Outcome::Rewritten
         } else if patch.is_empty() {
@@ -404,11 +400,12 @@ impl Planner<'_> {
         let mut record = self.record(outcome);
         record.changes = changes;
         record.node_pool = rule.node_pool.clone();
-        if patch.is_empty() {
-            // Already in the shape the rule wants (e.g. our own output, reinvoked): say nothing new.
-            self.warnings
-                .retain(|w| !w.contains(" -> ") && !w.contains(" keeps "));
-        } else {
+        // Nothing to change (e.g. our own output, reinvoked): say nothing new.
+        if !patch.is_empty() {
+            for c in &record.changes {
+                let line = change_line(c, rule);
+                self.warn(line);
+            }
             if let Some(pool) = &rule.node_pool {
                 self.warn(format!("routed to Karpenter NodePool {pool}"));
             }
@@ -425,10 +422,10 @@ impl Planner<'_> {
     fn note_unused_sizing_annotations(&mut self) {
         for key in [PROFILE_ANNOTATION, GPU_MEMORY_ANNOTATION] {
             if self.pod.annotation(key).is_some() {
-                let why = if self.rule.action == Action::Mig {
-                    "the pod asks for MIG slices directly"
-                } else {
-                    "shared GPUs have no memory isolation"
+                let why = match self.rule.action {
+                    Action::Mig => "the pod asks for MIG slices directly",
+                    Action::Exclusive => "the rule gives whole GPUs",
+                    _ => "shared GPUs have no memory isolation",
                 };
                 self.warn(format!("{key} ignored: {why} (rule {})", self.rule.name));
             }
@@ -598,8 +595,12 @@ impl Planner<'_> {
                 Some((_, sv)) if sv == v => {}
                 Some((_, sv)) => {
                     return Err(format!(
-                        "policy inconsistency: rule {} routes on {k}={sv} but {source} says {k}={v}; tell the platform team",
-                        rule.name
+                        "policy inconsistency in rule {}: {} says {k}={sv} but {source} says {k}={v}; tell the platform team",
+                        rule.name,
+                        wanted
+                            .iter()
+                            .find(|(wk, _, _)| wk == k)
+                            .map_or("", |(_, _, s)| s.as_str())
                     ));
                 }
                 None => selector.push((k, v)),
@@ -664,6 +665,30 @@ impl Planner<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// The warning line for one container's change.
+fn change_line(c: &Change, rule: &Rule) -> String {
+    if c.from != c.to {
+        return format!(
+            "{}: {} {} -> {} (rule {})",
+            c.container, c.from, c.quantity, c.to, rule.name
+        );
+    }
+    match rule.action {
+        Action::Timeslice => format!(
+            "{}: {} {} is a time-sliced replica (rule {})",
+            c.container, c.from, c.quantity, rule.name
+        ),
+        Action::Mps => format!(
+            "{}: {} {} is an MPS replica (rule {})",
+            c.container, c.from, c.quantity, rule.name
+        ),
+        _ => format!(
+            "{} keeps {} whole GPU(s) (rule {})",
+            c.container, c.quantity, rule.name
+        ),
     }
 }
 

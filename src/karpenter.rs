@@ -22,8 +22,23 @@ use crate::policy::{Policy, WHOLE_GPU};
 
 pub const MIG_CONFIG_LABEL: &str = "nvidia.com/mig.config";
 pub const DEVICE_PLUGIN_CONFIG_LABEL: &str = "nvidia.com/device-plugin.config";
-/// Weight of the first generated overlay; the others follow, one apart.
-pub const FIRST_WEIGHT: u32 = 100;
+/// Generated overlay weights lie in `WEIGHTS` (Karpenter accepts 1..=10000).
+pub const WEIGHTS: std::ops::Range<u32> = 1000..10000;
+
+/// A weight for an overlay that depends only on its NodePool and instance type (FNV-1a), so adding a
+/// NodePool does not renumber the others; `taken` weights are skipped to keep them distinct.
+fn stable_weight(pool: &str, instance_type: &str, taken: &BTreeSet<u32>) -> u32 {
+    let mut hash: u32 = 0x811c9dc5;
+    for b in pool.bytes().chain([b'/']).chain(instance_type.bytes()) {
+        hash = (hash ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    let span = WEIGHTS.end - WEIGHTS.start;
+    let mut w = WEIGHTS.start + hash % span;
+    while taken.contains(&w) {
+        w = WEIGHTS.start + (w - WEIGHTS.start + 1) % span;
+    }
+    w
+}
 
 /// The GPU resources one node advertises: resource name -> count.
 pub type Resources = BTreeMap<String, u64>;
@@ -169,11 +184,12 @@ pub fn overlays(
     if !errors.is_empty() {
         return Err(errors);
     }
-    let weight_of = |i: usize| FIRST_WEIGHT + u32::try_from(i).unwrap_or(u32::MAX - FIRST_WEIGHT);
+    let mut taken = BTreeSet::new();
     Ok(out
         .into_iter()
-        .enumerate()
-        .map(|(i, (pool, it, capacity))| {
+        .map(|(pool, it, capacity)| {
+            let weight = stable_weight(&pool.name, it.name, &taken);
+            taken.insert(weight);
             let layout = [MIG_CONFIG_LABEL, DEVICE_PLUGIN_CONFIG_LABEL]
                 .iter()
                 .filter_map(|k| pool.template_labels.get(*k).map(|v| format!("{k}={v}")))
@@ -190,7 +206,7 @@ pub fn overlays(
                     "annotations": {"gpu-slicer.io/layout": format!("{} x {} with {layout}", it.gpus, it.gpu.name)},
                 },
                 "spec": {
-                    "weight": weight_of(i),
+                    "weight": weight,
                     "requirements": [
                         {"key": NODEPOOL_LABEL, "operator": "In", "values": [pool.name]},
                         {"key": INSTANCE_TYPE_LABEL, "operator": "In", "values": [it.name]},

@@ -24,6 +24,8 @@ pub struct Metadata {
     pub name: Option<String>,
     pub generate_name: Option<String>,
     pub namespace: Option<String>,
+    /// Only gpu-slicer's own annotations are kept (`Some(empty)` when the pod has others only).
+    #[serde(default, deserialize_with = "gpu_slicer_annotations")]
     pub annotations: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub owner_references: Vec<OwnerReference>,
@@ -61,8 +63,93 @@ pub struct Container {
 /// exactly what the pod said.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Resources {
+    #[serde(default, deserialize_with = "extended_resources")]
     pub limits: Option<BTreeMap<String, Value>>,
+    #[serde(default, deserialize_with = "extended_resources")]
     pub requests: Option<BTreeMap<String, Value>>,
+}
+
+/// Annotation prefix of the keys gpu-slicer reads and writes.
+pub const ANNOTATION_PREFIX: &str = "gpu-slicer.io/";
+
+// Partial reads: a pod's cpu/memory quantities and its other annotations (kubectl's
+// last-applied-configuration can be kilobytes) are skipped without allocating.
+
+/// A map key, borrowed from the input where it has no escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Reads a JSON object (or null) keeping the entries `keep` accepts.
+fn filtered_map<'de, D, T>(
+    d: D,
+    keep: fn(&str) -> bool,
+) -> Result<Option<BTreeMap<String, T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct V<T>(fn(&str) -> bool, std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+        type Value = Option<BTreeMap<String, T>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map or null")
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                if (self.0)(&key) {
+                    out.insert(key.into_owned(), map.next_value::<T>()?);
+                } else {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+            Ok(Some(out))
+        }
+    }
+    d.deserialize_option(V(keep, std::marker::PhantomData))
+}
+
+/// Extended resources only (a `/` in the name): `cpu`, `memory` and the like are never GPU resources.
+fn extended_resources<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, Value>>, D::Error> {
+    filtered_map(d, |k| k.contains('/'))
+}
+
+fn gpu_slicer_annotations<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    filtered_map(d, |k| k.starts_with(ANNOTATION_PREFIX))
 }
 
 /// A pod toleration (core/v1 Toleration).

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use globset::{Glob, GlobMatcher};
+use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog;
@@ -246,6 +246,35 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     /// Every resource name a `timeslice`/`mps` rule uses: pods asking for these are GPU pods too.
     pub shared_resources: BTreeSet<String>,
+    names: NameIndex,
+}
+
+/// Every rule's namespace globs in one set, so one pass over a namespace name finds all the rules whose
+/// names match (a 200-rule policy costs about what a 5-rule one does).
+#[derive(Debug, Clone)]
+struct NameIndex {
+    set: GlobSet,
+    /// The rule each glob of `set` belongs to.
+    rule_of_glob: Vec<usize>,
+}
+
+impl NameIndex {
+    fn build(rules: &[Rule]) -> Result<NameIndex, (String, String)> {
+        let mut builder = GlobSetBuilder::new();
+        let mut rule_of_glob = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            for (j, pattern) in rule.spec.namespaces.iter().enumerate() {
+                let glob = Glob::new(pattern)
+                    .map_err(|e| (format!("spec.rules[{i}].namespaces[{j}]"), e.to_string()))?;
+                builder.add(glob);
+                rule_of_glob.push(i);
+            }
+        }
+        let set = builder
+            .build()
+            .map_err(|e| ("spec.rules".to_string(), e.to_string()))?;
+        Ok(NameIndex { set, rule_of_glob })
+    }
 }
 
 /// The example policy shipped in `manifests/policy/policy.yaml`, embedded for `serve` with no flags.
@@ -321,16 +350,46 @@ impl Policy {
             .iter()
             .filter_map(|r| r.shared_resource.clone())
             .collect();
+        let names = NameIndex::build(&rules)?;
         Ok(Policy {
             default_action: file.spec.default_action,
             rules,
             shared_resources,
+            names,
         })
+    }
+
+    /// The rules whose namespace names match, in policy order (rules without names match every one).
+    fn named(&self, namespace: &str) -> impl Iterator<Item = &Rule> {
+        let mut hits: Vec<usize> = self
+            .names
+            .set
+            .matches(namespace)
+            .into_iter()
+            .map(|g| self.names.rule_of_glob[g])
+            .collect();
+        hits.sort_unstable();
+        hits.dedup();
+        self.rules
+            .iter()
+            .enumerate()
+            .filter(move |(i, r)| r.namespace_globs.is_empty() || hits.binary_search(i).is_ok())
+            .map(|(_, r)| r)
+    }
+
+    /// Whether deciding for this namespace depends on its labels: the first rule whose names match
+    /// selects on labels. (If it does not, it decides whatever the labels are.)
+    pub fn needs_labels(&self, namespace: &str) -> bool {
+        self.named(namespace).next().is_some_and(Rule::uses_labels)
     }
 
     /// The first rule that matches the namespace, if any.
     pub fn rule_for(&self, namespace: &str, labels: &BTreeMap<String, String>) -> Option<&Rule> {
-        self.rules.iter().find(|r| r.matches(namespace, labels))
+        self.named(namespace).find(|r| {
+            r.namespace_selector
+                .as_ref()
+                .is_none_or(|s| s.matches(labels))
+        })
     }
 
     /// Whether any rule looks at namespace labels (so the caller must know them).

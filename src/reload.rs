@@ -37,7 +37,6 @@ fn now_secs() -> i64 {
 impl PolicyReloader {
     /// `loaded` is the content the app's current policy was parsed from.
     pub fn new(path: PathBuf, loaded: Vec<u8>, app: Arc<App>) -> PolicyReloader {
-        app.metrics.policy_last_reload_success.set(now_secs());
         PolicyReloader {
             path,
             last: Some(loaded),

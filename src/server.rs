@@ -82,6 +82,11 @@ impl App {
     pub fn new(facts: StaticFacts, metrics: Metrics, limits: Limits) -> Arc<App> {
         metrics.policy_rules.set(facts.policy.rules.len() as i64);
         metrics.policy_generation.set(1);
+        metrics.policy_last_reload_success.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+        );
         Arc::new(App {
             policy: ArcSwap::from_pointee(facts.policy),
             pools: Arc::new(ArcSwap::from_pointee(facts.pools)),

@@ -35,8 +35,15 @@ pub struct Bundle {
     pub key: String,
 }
 
-/// Creates a CA and a serving certificate for `dns_names` (IP addresses become IP SANs).
+/// How long a generated CA is valid.
+pub const CA_VALIDITY: time::Duration = time::Duration::days(3650);
+/// How long a generated serving certificate is valid: renew it (or let cert-manager) within a year.
+pub const SERVING_VALIDITY: time::Duration = time::Duration::days(365);
+
+/// Creates a CA and a serving certificate for `dns_names` (IP addresses become IP SANs), valid from an
+/// hour ago (clock skew) for [`CA_VALIDITY`] and [`SERVING_VALIDITY`].
 pub fn generate(dns_names: &[String], common_name: &str) -> Result<Bundle, TlsError> {
+    let now = time::OffsetDateTime::now_utc();
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -48,6 +55,8 @@ pub fn generate(dns_names: &[String], common_name: &str) -> Result<Bundle, TlsEr
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
+    ca_params.not_before = now - time::Duration::hours(1);
+    ca_params.not_after = now + CA_VALIDITY;
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let issuer = Issuer::from_params(&ca_params, &ca_key);
 
@@ -59,6 +68,8 @@ pub fn generate(dns_names: &[String], common_name: &str) -> Result<Bundle, TlsEr
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + SERVING_VALIDITY;
     let cert = params.signed_by(&key, &issuer)?;
     Ok(Bundle {
         ca_cert: ca_cert.pem(),
@@ -325,8 +336,11 @@ mod tests {
         let rc =
             ReloadingCert::load(&dir.path().join("tls.crt"), &dir.path().join("tls.key")).unwrap();
         let not_after = rc.not_after().unwrap();
-        // rcgen's default validity ends in 4096; anything after 2030 shows it was read, not defaulted.
-        assert!(not_after > 1_900_000_000, "{not_after}");
+        let in_a_year = time::OffsetDateTime::now_utc() + SERVING_VALIDITY;
+        assert!(
+            (not_after - in_a_year.unix_timestamp()).abs() < 120,
+            "{not_after}"
+        );
     }
 
     #[test]

@@ -442,7 +442,7 @@ fn opting_out_is_honoured_only_where_allowed() {
     assert!(d.allowed() && d.patch.is_empty());
     assert_eq!(out, p);
     assert_eq!(d.audit.unwrap().outcome, Outcome::OptedOut);
-    assert!(d.warnings[0].contains("honoured"));
+    assert_eq!(d.warnings, vec!["gpu-slicer: whole GPUs kept (gpu-slicer.io/exclusive, rule team-b-optout); not routed to slice NodePool gpu-h100-mig".to_string()]);
 
     let (d, out) = run(&p, "team-a", &labels(&[]), &contract_policy(), &none());
     assert!(d.allowed());
@@ -558,4 +558,42 @@ fn every_captured_review_is_idempotent_under_every_policy() {
             assert_eq!(out, out2);
         }
     }
+}
+
+#[test]
+fn unrenamed_shared_replicas_and_exclusive_sizing_say_what_they_are() {
+    let policy = gpu_slicer::policy::Policy::parse(
+        "apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec:\n  rules:\n  - {name: ts, namespaces: [ts], action: timeslice, shared: {resourceName: nvidia.com/gpu}, nodePool: p}\n  - {name: ex, namespaces: [ex], action: exclusive, nodePool: p}\n",
+        "inline",
+    )
+    .unwrap();
+    let p = pod(vec![container("main", &[("nvidia.com/gpu", "1")], false)]);
+    let (d, _) = run(&p, "ts", &labels(&[]), &policy, &none());
+    assert!(
+        d.warnings.contains(
+            &"gpu-slicer: main: nvidia.com/gpu 1 is a time-sliced replica (rule ts)".to_string()
+        ),
+        "{:?}",
+        d.warnings
+    );
+    let mut sized = p.clone();
+    sized["metadata"]["annotations"] = json!({"gpu-slicer.io/gpu-memory": "20Gi"});
+    let (d, _) = run(&sized, "ex", &labels(&[]), &policy, &none());
+    assert!(
+        d.warnings.contains(
+            &"gpu-slicer: gpu-slicer.io/gpu-memory ignored: the rule gives whole GPUs (rule ex)"
+                .to_string()
+        ),
+        "{:?}",
+        d.warnings
+    );
+}
+
+#[test]
+fn labels_are_needed_only_where_the_first_name_matching_rule_selects_on_them() {
+    let policy = example_policy();
+    // inference-mig (names only) comes first for ml-inference: its labels cannot change the outcome.
+    assert!(!policy.needs_labels("ml-inference"));
+    // research matches no name rule before labelled-mig (labels only).
+    assert!(policy.needs_labels("research"));
 }
