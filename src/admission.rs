@@ -236,7 +236,7 @@ pub fn parse(body: &[u8]) -> Result<Request<'_>, BadReview> {
     let namespace = req
         .namespace
         .clone()
-        .or_else(|| pod.metadata.namespace.clone())
+        .or_else(|| pod.meta().namespace.clone())
         .unwrap_or_else(|| "default".to_string());
     Ok(Request {
         req,

@@ -17,6 +17,7 @@ use crate::gpu_operator::GpuOperatorConfigs;
 use crate::karpenter;
 use crate::metrics::Metrics;
 use crate::nodepool::NodePoolIndex;
+use crate::plan;
 use crate::pod::Pod;
 use crate::policy::Policy;
 use crate::reload::PolicyReloader;
@@ -46,8 +47,37 @@ pub enum Command {
     /// Karpenter commands.
     #[command(subcommand)]
     Karpenter(KarpenterCommand),
+    /// Plan what slicing saves for an inventory of GPU workloads, and the configs that get there.
+    Plan(PlanArgs),
     /// Write a CA and a serving certificate for the webhook Service.
     Certs(CertsArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PlanOutput {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The inventory (kind: Inventory); `-` for stdin.
+    #[arg(short = 'f', long = "filename")]
+    pub file: String,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: PlanOutput,
+    /// Write the policy, NodePools, NodeOverlays and GPU Operator ConfigMaps that make the plan real.
+    #[arg(long)]
+    pub emit: Option<PathBuf>,
+    /// Write a self-contained HTML page of the plan.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Override the inventory's maxSharedReplicas.
+    #[arg(long)]
+    pub max_shared_replicas: Option<u32>,
+    /// Override the inventory's contextOverhead (a quantity, e.g. 512Mi).
+    #[arg(long)]
+    pub context_overhead: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,6 +201,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Mutate(args) => mutate(args),
         Command::Policy(PolicyCommand::Check(args)) => policy_check(args),
         Command::Karpenter(KarpenterCommand::Overlays(args)) => overlays(args),
+        Command::Plan(args) => plan_command(args),
         Command::Certs(args) => certs(args),
     }
 }
@@ -515,6 +546,48 @@ fn overlays(args: OverlaysArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn plan_command(args: PlanArgs) -> ExitCode {
+    let result = (|| -> Result<(), String> {
+        let text = read_input(&args.file)?;
+        let mut inventory = plan::Inventory::parse(&text, &args.file).map_err(|e| e.to_string())?;
+        if let Some(n) = args.max_shared_replicas {
+            inventory.max_shared_replicas = n.max(1);
+        }
+        if let Some(q) = &args.context_overhead {
+            inventory.context_overhead = crate::quantity::parse(q)
+                .ok_or_else(|| format!("--context-overhead {q:?} is not a quantity"))?;
+        }
+        let plan = plan::plan(&inventory).map_err(|e| e.join("\n"))?;
+        match args.output {
+            PlanOutput::Table => print!("{}", plan::table(&plan)),
+            PlanOutput::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(&plan).map_err(|e| e.to_string())?
+            ),
+        }
+        if let Some(dir) = &args.emit {
+            let emitted = plan::emit::emit(&plan, dir)?;
+            for c in &emitted.conflicts {
+                eprintln!("warning: {c}");
+            }
+            eprintln!("wrote {}", emitted.files.join(", "));
+        }
+        if let Some(file) = &args.html {
+            std::fs::write(file, plan::html::render(&plan))
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            eprintln!("wrote {}", file.display());
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -702,15 +702,22 @@ fn add(tokens: &[&str], value: Value) -> PatchOperation {
 /// Records the rewrite on the pod itself (an `add` replaces an existing value, RFC 6902 4.1).
 fn annotate(pod: &Pod, summary: String, patch: &mut Vec<PatchOperation>) {
     let summary = Value::String(summary);
-    if pod.metadata.annotations.is_none() {
-        let mut map = serde_json::Map::new();
-        map.insert(audit::REWRITTEN_ANNOTATION.to_string(), summary);
-        patch.push(add(&["metadata", "annotations"], Value::Object(map)));
-    } else {
-        patch.push(add(
+    let mut annotations = serde_json::Map::new();
+    annotations.insert(audit::REWRITTEN_ANNOTATION.to_string(), summary.clone());
+    match &pod.metadata {
+        // No metadata at all (never from an API server, but a patch must apply to what it was given).
+        None => patch.push(add(
+            &["metadata"],
+            serde_json::json!({ "annotations": annotations }),
+        )),
+        Some(meta) if meta.annotations.is_none() => patch.push(add(
+            &["metadata", "annotations"],
+            Value::Object(annotations),
+        )),
+        Some(_) => patch.push(add(
             &["metadata", "annotations", audit::REWRITTEN_ANNOTATION],
             summary,
-        ));
+        )),
     }
 }
 

@@ -26,15 +26,19 @@ pub struct ConfigError {
 }
 
 /// One entry of a mig-parted config: a layout for the devices it selects.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct MigConfigEntry {
-    #[serde(default, deserialize_with = "one_or_many")]
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub device_filter: Vec<String>,
     #[serde(default)]
     pub devices: serde_json::Value,
     pub mig_enabled: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub mig_devices: BTreeMap<String, u32>,
 }
 

@@ -23,6 +23,7 @@ pub mod gpu_operator;
 pub mod karpenter;
 pub mod metrics;
 pub mod nodepool;
+pub mod plan;
 pub mod pod;
 pub mod policy;
 pub mod quantity;

@@ -12,8 +12,8 @@ use serde_json::Value;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Pod {
-    #[serde(default)]
-    pub metadata: Metadata,
+    /// `None` when the object has no `metadata` at all (patches must then create it).
+    pub metadata: Option<Metadata>,
     #[serde(default)]
     pub spec: Spec,
 }
@@ -227,8 +227,16 @@ impl Pod {
         init.chain(main)
     }
 
-    pub fn annotation(&self, key: &str) -> Option<&str> {
+    /// The pod's metadata (empty when it has none).
+    pub fn meta(&self) -> &Metadata {
+        static EMPTY: std::sync::OnceLock<Metadata> = std::sync::OnceLock::new();
         self.metadata
+            .as_ref()
+            .unwrap_or_else(|| EMPTY.get_or_init(Metadata::default))
+    }
+
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.meta()
             .annotations
             .as_ref()
             .and_then(|a| a.get(key))
@@ -237,17 +245,17 @@ impl Pod {
 
     /// The pod's name, or its `generateName` prefix for controller-made pods (which have no name yet).
     pub fn display_name(&self) -> &str {
-        self.metadata
+        self.meta()
             .name
             .as_deref()
             .filter(|n| !n.is_empty())
-            .or(self.metadata.generate_name.as_deref())
+            .or(self.meta().generate_name.as_deref())
             .unwrap_or("")
     }
 
     /// The controlling owner, if any (`ReplicaSet/llm-server-84f7f4dd45`).
     pub fn controller(&self) -> Option<&OwnerReference> {
-        let refs = &self.metadata.owner_references;
+        let refs = &self.meta().owner_references;
         refs.iter()
             .find(|o| o.controller == Some(true))
             .or(refs.first())

@@ -36,12 +36,16 @@ use crate::policy::Policy;
 pub struct Limits {
     /// Largest accepted request body. The API server caps objects at ~1.5 MiB; a review carries one pod.
     pub max_body_bytes: usize,
-    /// Time to read a whole request body.
-    pub body_timeout: Duration,
+    /// Most time for one review, from its headers to the answer (body read included). The API server's
+    /// own deadline (`?timeout=` from the webhook's `timeoutSeconds`) shortens it: see [`deadline`].
+    pub request_timeout: Duration,
     /// Time for a TLS handshake.
     pub handshake_timeout: Duration,
-    /// Time to read request headers (HTTP/1), also bounding idle keep-alive connections.
+    /// Time to read request headers (HTTP/1). hyper starts this timer whenever a connection waits for
+    /// a request, so it also closes idle keep-alive connections: slow-header clients cannot hold them.
     pub header_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
 }
@@ -50,9 +54,10 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: 3 * 1024 * 1024,
-            body_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(8),
             handshake_timeout: Duration::from_secs(10),
-            header_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 4096,
             drain_timeout: Duration::from_secs(20),
         }
     }
@@ -189,7 +194,70 @@ fn json_error_closing(status: StatusCode, message: &str) -> Response {
     resp
 }
 
-async fn mutate(State(app): State<Arc<App>>, body: Body) -> Response {
+/// Go's duration syntax as the API server writes `?timeout=` (`10s`, `1m30s`, `500ms`).
+fn go_duration(text: &str) -> Option<Duration> {
+    let mut total = 0f64;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..n].parse().ok()?;
+        rest = &rest[n..];
+        let u = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = match &rest[..u] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        total += value * unit;
+        rest = &rest[u..];
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
+/// How long this review may take: [`Limits::request_timeout`], or less when the API server says it
+/// gives up sooner (`?timeout=`): then 80% of that, so the answer (even an error) arrives in time.
+pub fn deadline(limits: &Limits, query: Option<&str>) -> Duration {
+    let api = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("timeout="))
+        .and_then(go_duration)
+        .filter(|d| !d.is_zero());
+    match api {
+        Some(d) => limits.request_timeout.min(d.mul_f64(0.8)),
+        None => limits.request_timeout,
+    }
+}
+
+async fn mutate(State(app): State<Arc<App>>, uri: axum::http::Uri, body: Body) -> Response {
+    let deadline = deadline(&app.limits, uri.query());
+    match tokio::time::timeout(deadline, review(&app, body)).await {
+        Ok(response) => response,
+        Err(_) => {
+            app.metrics
+                .bad_requests
+                .get_or_create(&ErrorLabels { reason: "timeout" })
+                .inc();
+            json_error_closing(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "no answer within {} ms (body too slow, or facts unavailable)",
+                    deadline.as_millis()
+                ),
+            )
+        }
+    }
+}
+
+async fn review(app: &App, body: Body) -> Response {
     let bad = |reason: &'static str| {
         app.metrics
             .bad_requests
@@ -197,20 +265,8 @@ async fn mutate(State(app): State<Arc<App>>, body: Body) -> Response {
             .inc()
     };
     let limit = app.limits.max_body_bytes;
-    let bytes = match tokio::time::timeout(
-        app.limits.body_timeout,
-        axum::body::to_bytes(body, limit),
-    )
-    .await
-    {
-        Err(_) => {
-            bad("timeout");
-            return json_error_closing(
-                StatusCode::REQUEST_TIMEOUT,
-                "request body not received in time",
-            );
-        }
-        Ok(Err(e)) => {
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Err(e) => {
             let too_large = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             if too_large {
@@ -226,7 +282,7 @@ async fn mutate(State(app): State<Arc<App>>, body: Body) -> Response {
                 &format!("request body could not be read: {e}"),
             );
         }
-        Ok(Ok(bytes)) => bytes,
+        Ok(bytes) => bytes,
     };
     let started = Instant::now();
     match admission::parse(&bytes) {
@@ -349,8 +405,17 @@ impl Bound {
         let acceptor = TlsAcceptor::from(tls);
         let graceful = GracefulShutdown::new();
         let service = TowerToHyperService::new(router);
+        let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
         tokio::pin!(shutdown);
         loop {
+            // At the connection cap, stop accepting: new connections wait in the kernel's backlog.
+            let slot = tokio::select! {
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+                () = &mut shutdown => break,
+            };
             let (tcp, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok(pair) => pair,
@@ -369,6 +434,7 @@ impl Bound {
             let watcher = graceful.watcher();
             let limits = limits.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp))
                     .await
                 {
@@ -426,5 +492,34 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_servers_timeout_shortens_the_deadline() {
+        let limits = Limits::default();
+        assert_eq!(go_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(go_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(go_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(go_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(go_duration("10"), None);
+        assert_eq!(go_duration("ten"), None);
+        assert_eq!(deadline(&limits, None), limits.request_timeout);
+        assert_eq!(
+            deadline(&limits, Some("timeout=5s")),
+            Duration::from_secs(4)
+        );
+        assert_eq!(
+            deadline(&limits, Some("a=b&timeout=30s")),
+            limits.request_timeout
+        );
+        assert_eq!(
+            deadline(&limits, Some("timeout=junk")),
+            limits.request_timeout
+        );
     }
 }

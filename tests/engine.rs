@@ -597,3 +597,13 @@ fn labels_are_needed_only_where_the_first_name_matching_rule_selects_on_them() {
     // research matches no name rule before labelled-mig (labels only).
     assert!(policy.needs_labels("research"));
 }
+
+#[test]
+fn a_pod_without_metadata_gets_it_created() {
+    // Found by fuzzing: `add /metadata/annotations` needs /metadata to exist.
+    let mut p = pod(vec![container("main", &[("nvidia.com/gpu", "1")], false)]);
+    p.as_object_mut().unwrap().remove("metadata");
+    let (d, out) = run(&p, "team-a", &labels(&[]), &contract_policy(), &none());
+    assert!(d.allowed());
+    assert!(out["metadata"]["annotations"]["gpu-slicer.io/rewritten"].is_string());
+}

@@ -1,0 +1,352 @@
+//! Abuse the real server over TLS: plaintext on the TLS port, slow-header clients, the connection cap,
+//! slow bodies, and SIGTERM while requests are in flight (the binary itself). Synchronisation is by
+//! protocol events (a `100 Continue`, a closed socket), never by sleeping.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use gpu_slicer::admission::StaticFacts;
+use gpu_slicer::metrics::Metrics;
+use gpu_slicer::nodepool::NodePoolIndex;
+use gpu_slicer::server::{self, App, Bound, Limits};
+use gpu_slicer::tls;
+use rustls_pki_types::ServerName;
+use rustls_pki_types::pem::PemObject;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+struct Server {
+    addr: SocketAddr,
+    ca: String,
+    _dir: tempfile::TempDir,
+    /// Dropping it stops the server.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start(limits: Limits) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = tls::generate(&["localhost".into()], "test").unwrap();
+    tls::write_bundle(dir.path(), &bundle, false).unwrap();
+    let cert = Arc::new(
+        tls::ReloadingCert::load(&dir.path().join("tls.crt"), &dir.path().join("tls.key")).unwrap(),
+    );
+    let config = tls::server_config(cert).unwrap();
+    let bound = Bound::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = bound.local_addr().unwrap();
+    let app = App::new(
+        StaticFacts {
+            policy: contract_policy(),
+            pools: NodePoolIndex::default(),
+        },
+        Metrics::new(),
+        limits.clone(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(bound.serve(server::router(app), config, limits, async {
+        let _ = stopped.await;
+    }));
+    Server {
+        addr,
+        ca: bundle.ca_cert,
+        _dir: dir,
+        _stop: stop,
+    }
+}
+
+fn connector(ca: &str, versions: &[&'static rustls::SupportedProtocolVersion]) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+async fn tls(addr: SocketAddr, connector: &TlsConnector) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+}
+
+fn body() -> Vec<u8> {
+    serde_json::to_vec(&review("ml-inference-embedder-0-create")).unwrap()
+}
+
+/// Reads one HTTP/1.1 response (status line, headers, content-length body); returns the status.
+async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> std::io::Result<u16> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let len = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    let mut rest = vec![0u8; len];
+    s.read_exact(&mut rest).await?;
+    Ok(status)
+}
+
+async fn post(s: &mut TlsStream<TcpStream>, body: &[u8]) -> std::io::Result<u16> {
+    let head = format!(
+        "POST /mutate?timeout=10s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(body).await?;
+    read_response(s).await
+}
+
+#[tokio::test]
+async fn plaintext_on_the_tls_port_fails_fast_and_old_protocols_are_absent() {
+    let srv = start(Limits::default()).await;
+    let mut tcp = TcpStream::connect(srv.addr).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    // The server answers with a TLS alert and closes: the read ends (no hang).
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "a plaintext request hung on the TLS port");
+
+    for versions in [
+        &[&rustls::version::TLS12][..],
+        &[&rustls::version::TLS13][..],
+    ] {
+        let mut s = tls(srv.addr, &connector(&srv.ca, versions)).await.unwrap();
+        assert_eq!(post(&mut s, &body()).await.unwrap(), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_header_clients_do_not_starve_others_and_are_cut_off() {
+    let limits = Limits {
+        header_timeout: Duration::from_secs(3),
+        ..Limits::default()
+    };
+    let srv = start(limits).await;
+    let conn = connector(&srv.ca, &[&rustls::version::TLS13]);
+    // 200 clients that start a request and never finish its headers.
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut s = tls(srv.addr, &conn).await.unwrap();
+        s.write_all(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+            .await
+            .unwrap();
+        s.flush().await.unwrap();
+        slow.push(s);
+    }
+    // A normal client meanwhile (one keep-alive connection, as the API server uses).
+    let mut normal = tls(srv.addr, &conn).await.unwrap();
+    let body = body();
+    let mut times = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        assert_eq!(post(&mut normal, &body).await.unwrap(), 200);
+        times.push(t.elapsed());
+    }
+    times.sort();
+    let p99 = times[times.len() * 99 / 100 - 1];
+    eprintln!(
+        "p50 {:?} p99 {p99:?} max {:?}",
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+    assert!(
+        p99 < Duration::from_millis(10),
+        "p99 {p99:?} with 200 slow-header connections open"
+    );
+    // The header-read timeout closes every slow connection.
+    for mut s in slow {
+        let mut buf = [0u8; 64];
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "a slow-header connection was not cut off");
+    }
+}
+
+#[tokio::test]
+async fn the_connection_cap_queues_further_connections() {
+    let srv = start(Limits {
+        max_connections: 2,
+        ..Limits::default()
+    })
+    .await;
+    let conn = connector(&srv.ca, &[&rustls::version::TLS13]);
+    let mut a = tls(srv.addr, &conn).await.unwrap();
+    let b = tls(srv.addr, &conn).await.unwrap();
+    assert_eq!(post(&mut a, &body()).await.unwrap(), 200);
+    // A third connection is not served while two are open...
+    let third = tokio::spawn({
+        let conn = conn.clone();
+        let addr = srv.addr;
+        async move {
+            let mut c = tls(addr, &conn).await?;
+            post(&mut c, &body()).await
+        }
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), async {
+            while !third.is_finished() {
+                tokio::task::yield_now().await
+            }
+        })
+        .await
+        .is_err(),
+        "a third connection was served past the cap"
+    );
+    // ...and is, as soon as one closes.
+    drop(b);
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), third)
+            .await
+            .expect("served after a slot freed")
+            .unwrap()
+            .unwrap(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_body_slower_than_the_deadline_gets_408() {
+    let srv = start(Limits {
+        request_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    })
+    .await;
+    let mut s = tls(srv.addr, &connector(&srv.ca, &[&rustls::version::TLS13]))
+        .await
+        .unwrap();
+    s.write_all(
+        b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{\"kind\":",
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    assert_eq!(read_response(&mut s).await.unwrap(), 408);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gpu-slicer"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--offline",
+            "--policy",
+            "tests/data/policies/contract.yaml",
+            "--certs-dir",
+        ])
+        .arg(dir.path())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The JSON log line that says where it listens.
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr: SocketAddr = loop {
+        let line = lines.next().expect("server exited early").unwrap();
+        if line.contains("serving https") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            break v["addr"].as_str().unwrap().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let ca = std::fs::read_to_string(dir.path().join("ca.crt")).unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let conn = connector(&ca, &[&rustls::version::TLS13]);
+        let body = body();
+        // Eight requests in flight: headers sent, the server has started reading each body (it said
+        // `100 Continue`), the bodies not yet sent.
+        let mut inflight = Vec::new();
+        for _ in 0..8 {
+            let mut s = tls(addr, &conn).await.unwrap();
+            let head = format!("POST /mutate HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n", body.len());
+            s.write_all(head.as_bytes()).await.unwrap();
+            assert_eq!(read_response(&mut s).await.unwrap(), 100);
+            inflight.push(s);
+        }
+        // An idle keep-alive connection, as the API server keeps them.
+        let mut idle = tls(addr, &conn).await.unwrap();
+        assert_eq!(post(&mut idle, &body).await.unwrap(), 200);
+
+        let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        assert!(term.success());
+        // The idle connection is closed promptly by the drain.
+        let mut buf = [0u8; 16];
+        let closed = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await.expect("idle keep-alive connection closed on shutdown");
+        assert!(matches!(closed, Ok(0) | Err(_)));
+        // Every in-flight request completes.
+        for mut s in inflight {
+            s.write_all(&body).await.unwrap();
+            assert_eq!(read_response(&mut s).await.unwrap(), 200, "an in-flight request failed during the drain");
+        }
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "did not exit within the drain period"
+        );
+        std::thread::yield_now();
+    };
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "still listening after exit"
+    );
+}
