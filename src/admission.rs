@@ -210,6 +210,9 @@ pub fn parse(body: &[u8]) -> Result<Request<'_>, BadReview> {
             "request needs uid, kind and resource".into(),
         ));
     };
+    if uid.is_empty() {
+        return Err(BadReview::NotAReview("request.uid is empty".into()));
+    }
     let uid = uid.clone();
 
     // Only CREATE of core/v1 pods (not subresources such as pods/ephemeralcontainers) is ours;

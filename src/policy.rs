@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
+use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog;
@@ -203,7 +203,6 @@ impl LabelSelector {
 pub struct Rule {
     pub name: String,
     pub action: Action,
-    namespace_globs: Vec<GlobMatcher>,
     pub namespace_selector: Option<LabelSelector>,
     /// `mig`: the default profile.
     pub mig_profile: Option<String>,
@@ -222,17 +221,6 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// Whether the rule applies to a namespace with this name and these labels.
-    pub fn matches(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
-        let names_ok = self.namespace_globs.is_empty()
-            || self.namespace_globs.iter().any(|g| g.is_match(namespace));
-        names_ok
-            && self
-                .namespace_selector
-                .as_ref()
-                .is_none_or(|s| s.matches(labels))
-    }
-
     /// Whether the rule needs namespace labels to decide (it has a `namespaceSelector`).
     pub fn uses_labels(&self) -> bool {
         self.namespace_selector.is_some()
@@ -373,7 +361,7 @@ impl Policy {
         self.rules
             .iter()
             .enumerate()
-            .filter(move |(i, r)| r.namespace_globs.is_empty() || hits.binary_search(i).is_ok())
+            .filter(move |(i, r)| r.spec.namespaces.is_empty() || hits.binary_search(i).is_ok())
             .map(|(_, r)| r)
     }
 
@@ -390,11 +378,6 @@ impl Policy {
                 .as_ref()
                 .is_none_or(|s| s.matches(labels))
         })
-    }
-
-    /// Whether any rule looks at namespace labels (so the caller must know them).
-    pub fn uses_labels(&self) -> bool {
-        self.rules.iter().any(Rule::uses_labels)
     }
 }
 
@@ -477,19 +460,18 @@ fn validate_rule(spec: RuleSpec) -> Result<Rule, (String, String)> {
             ),
         );
     }
-    let mut namespace_globs = Vec::with_capacity(spec.namespaces.len());
     for (j, pattern) in spec.namespaces.iter().enumerate() {
         let field = format!("namespaces[{j}]");
         if pattern.is_empty() {
             return err(&field, "must not be empty".into());
         }
-        let glob = Glob::new(pattern).map_err(|e| {
+        // Checked here for a message that names the field; NameIndex compiles them all into one set.
+        Glob::new(pattern).map_err(|e| {
             (
                 field.clone(),
                 format!("{pattern:?} is not a valid glob: {e}"),
             )
         })?;
-        namespace_globs.push(glob.compile_matcher());
     }
     if let Some(sel) = &spec.namespace_selector {
         for k in sel.match_labels.keys() {
@@ -676,7 +658,6 @@ fn validate_rule(spec: RuleSpec) -> Result<Rule, (String, String)> {
     Ok(Rule {
         name: spec.name.clone(),
         action,
-        namespace_globs,
         namespace_selector: spec.namespace_selector.clone(),
         mig_profile,
         allowed_profiles,

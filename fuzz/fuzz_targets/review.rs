@@ -25,7 +25,10 @@ fuzz_target!(|body: &[u8]| {
     // Fields the webhook skips are not fully validated (serde's IgnoredAny does not check \u escapes for
     // lone surrogates), so an accepted body may still be rejected by a strict parse: nothing to compare then.
     let Ok(input) = serde_json::from_slice::<serde_json::Value>(body) else { return };
-    assert_eq!(out["response"]["uid"], input["request"]["uid"], "uid echoed");
+    // serde also reads a struct from a JSON array (positionally); compare the usual form only.
+    if input["request"].is_object() {
+        assert_eq!(out["response"]["uid"], input["request"]["uid"], "uid echoed");
+    }
     if let Some(patch) = out["response"]["patch"].as_str() {
         let ops = base64::engine::general_purpose::STANDARD.decode(patch).expect("base64 patch");
         let ops: json_patch::Patch = serde_json::from_slice(&ops).expect("a JSON patch");
