@@ -83,14 +83,25 @@ impl PolicyReloader {
 
     /// Checks every `every` until the process ends.
     pub fn spawn(mut self, every: Duration) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                self.check();
-            }
+        spawn_every(every, move || {
+            self.check();
         })
     }
+}
+
+/// Runs `tick` every `every` (first after one period) until the process ends; late ticks are delayed,
+/// not bunched. The polling loop behind policy and certificate reload.
+pub fn spawn_every(
+    every: Duration,
+    mut tick: impl FnMut() + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            tick();
+        }
+    })
 }

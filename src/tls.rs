@@ -261,22 +261,14 @@ impl ReloadingCert {
     ) -> tokio::task::JoinHandle<()> {
         let this = Arc::clone(self);
         expiry.set(this.not_after().unwrap_or(0));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                match this.reload() {
-                    Ok(Reload::Unchanged) => {}
-                    Ok(Reload::Replaced) => {
-                        expiry.set(this.not_after().unwrap_or(0));
-                        tracing::info!(cert = %this.cert_path.display(), "serving certificate reloaded");
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "serving certificate not reloaded; the previous one stays in use");
-                    }
-                }
+        crate::reload::spawn_every(every, move || match this.reload() {
+            Ok(Reload::Unchanged) => {}
+            Ok(Reload::Replaced) => {
+                expiry.set(this.not_after().unwrap_or(0));
+                tracing::info!(cert = %this.cert_path.display(), "serving certificate reloaded");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "serving certificate not reloaded; the previous one stays in use");
             }
         })
     }

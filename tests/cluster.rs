@@ -251,7 +251,11 @@ struct Harness {
 }
 
 async fn harness(policy: Policy, watch_pools: bool) -> Harness {
-    let api = fake_api().await;
+    harness_on(fake_api().await, policy, watch_pools)
+}
+
+/// The webhook app in cluster mode against `api` (set up as a test needs before the watches start).
+fn harness_on(api: FakeApi, policy: Policy, watch_pools: bool) -> Harness {
     let app = App::new(
         StaticFacts {
             policy,
@@ -484,22 +488,7 @@ async fn readyz_waits_for_the_caches_and_reports_a_missing_nodepool_crd() {
         .acquire_many(HOLD_PERMITS)
         .await
         .unwrap();
-    let app = App::new(
-        StaticFacts {
-            policy: contract_policy(),
-            pools: NodePoolIndex::default(),
-        },
-        Metrics::new(),
-        Limits::default(),
-    );
-    let cluster = Cluster::start(
-        client(&api),
-        app.pools.clone(),
-        true,
-        app.metrics.cluster.clone(),
-    );
-    app.attach_cluster(cluster.clone());
-    let h = Harness { api, app, cluster };
+    let h = harness_on(api, contract_policy(), true);
     h.until("CRD probe", |h| {
         h.cluster.pool_watch() == PoolWatch::CrdMissing
     })
@@ -527,22 +516,7 @@ async fn readyz_waits_for_the_caches_and_reports_a_missing_nodepool_crd() {
 async fn a_too_old_resource_version_makes_the_watcher_relist() {
     let api = fake_api().await;
     api.namespaces.expire.store(1, Ordering::SeqCst);
-    let app = App::new(
-        StaticFacts {
-            policy: Policy::parse(LABEL_POLICY, "inline").unwrap(),
-            pools: NodePoolIndex::default(),
-        },
-        Metrics::new(),
-        Limits::default(),
-    );
-    let cluster = Cluster::start(
-        client(&api),
-        app.pools.clone(),
-        false,
-        app.metrics.cluster.clone(),
-    );
-    app.attach_cluster(cluster.clone());
-    let h = Harness { api, app, cluster };
+    let h = harness_on(api, Policy::parse(LABEL_POLICY, "inline").unwrap(), false);
     h.ready().await;
     // The first watch got 410 Gone; the watcher lists again, then watches from the new list.
     h.api.namespaces.watch_count_reaches(2).await;
