@@ -303,7 +303,7 @@ impl Planner<'_> {
                 let line = match &rule.node_pool {
                     // The rule's pool offers slices only: the pod must find whole GPUs elsewhere.
                     Some(pool) => format!(
-                        "whole GPUs kept ({EXCLUSIVE_ANNOTATION}, rule {}); not routed to slice NodePool {pool}",
+                        "whole GPUs kept (opt-out, rule {}); not routed to slice NodePool {pool}",
                         rule.name
                     ),
                     None => format!(

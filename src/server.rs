@@ -404,7 +404,6 @@ impl Bound {
     ) {
         let acceptor = TlsAcceptor::from(tls);
         let graceful = GracefulShutdown::new();
-        let service = TowerToHyperService::new(router);
         let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
         tokio::pin!(shutdown);
         loop {
@@ -430,7 +429,7 @@ impl Bound {
             };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
-            let service = service.clone();
+            let router = router.clone();
             let watcher = graceful.watcher();
             let limits = limits.clone();
             tokio::spawn(async move {
@@ -458,9 +457,35 @@ impl Bound {
                     .http2()
                     .timer(TokioTimer::new())
                     .max_concurrent_streams(250);
-                let conn = builder.serve_connection(TokioIo::new(tls), service);
-                if let Err(e) = watcher.watch(conn.into_owned()).await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                // A client that completes the handshake and then says nothing would sit in hyper's
+                // protocol detection forever (the header timer starts only once bytes arrive): close
+                // connections that bring no request within the header timeout.
+                let asked = Arc::new(AtomicBool::new(false));
+                let seen = asked.clone();
+                let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+                    router,
+                    move |req: axum::http::Request<hyper::body::Incoming>| {
+                        seen.store(true, Ordering::Relaxed);
+                        req
+                    },
+                ));
+                let conn = watcher.watch(
+                    builder
+                        .serve_connection(TokioIo::new(tls), service)
+                        .into_owned(),
+                );
+                tokio::pin!(conn);
+                let silent = async {
+                    tokio::time::sleep(limits.header_timeout).await;
+                    if asked.load(Ordering::Relaxed) {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                tokio::select! {
+                    result = &mut conn => if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    },
+                    () = silent => tracing::debug!(%peer, "connection sent no request in time; closed"),
                 }
             });
         }

@@ -442,7 +442,7 @@ fn opting_out_is_honoured_only_where_allowed() {
     assert!(d.allowed() && d.patch.is_empty());
     assert_eq!(out, p);
     assert_eq!(d.audit.unwrap().outcome, Outcome::OptedOut);
-    assert_eq!(d.warnings, vec!["gpu-slicer: whole GPUs kept (gpu-slicer.io/exclusive, rule team-b-optout); not routed to slice NodePool gpu-h100-mig".to_string()]);
+    assert_eq!(d.warnings, vec!["gpu-slicer: whole GPUs kept (opt-out, rule team-b-optout); not routed to slice NodePool gpu-h100-mig".to_string()]);
 
     let (d, out) = run(&p, "team-a", &labels(&[]), &contract_policy(), &none());
     assert!(d.allowed());

@@ -350,3 +350,26 @@ fn sigterm_drains_in_flight_requests_and_exits() {
         "still listening after exit"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_says_nothing_after_the_handshake_is_closed() {
+    let srv = start(Limits {
+        header_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    })
+    .await;
+    let mut s = tls(srv.addr, &connector(&srv.ca, &[&rustls::version::TLS13]))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "a silent connection was kept open");
+}
