@@ -162,10 +162,12 @@ pub fn name_label(namespace: &str) -> BTreeMap<String, String> {
 pub struct Reviewed {
     /// The serialized response AdmissionReview.
     pub body: Vec<u8>,
-    /// The engine's decision; `None` when the request is not a pod CREATE (allowed untouched).
-    pub decision: Option<Decision>,
-    /// The audit entry, for pods that ask for a GPU resource.
+    /// The audit entry (the engine's record and who asked), for pods that ask for a GPU resource.
     pub audit: Option<Entry>,
+    /// Whether the answer carries a patch.
+    pub patched: bool,
+    /// Whether the pod was denied.
+    pub denied: bool,
 }
 
 /// What the decision needs to know of the namespace's labels.
@@ -265,7 +267,8 @@ impl Request<'_> {
         let Some((pod, namespace)) = self.pod.take() else {
             return Reviewed {
                 body: allow_untouched(&self.uid),
-                decision: None,
+                patched: false,
+                denied: false,
                 audit: None,
             };
         };
@@ -312,8 +315,10 @@ impl Request<'_> {
                 }
             }
         };
+        let body = respond(&self.uid, &decision);
+        let (patched, denied) = (!decision.patch.is_empty(), decision.denied.is_some());
         let req = &mut self.req;
-        let audit = decision.audit.as_ref().map(|record| Entry {
+        let audit = decision.audit.map(|record| Entry {
             uid: self.uid.clone(),
             namespace: namespace.clone(),
             pod: pod.display_name().to_string(),
@@ -323,13 +328,13 @@ impl Request<'_> {
             }),
             user: std::mem::take(&mut req.user_info.username),
             dry_run: req.dry_run.unwrap_or(false),
-            record: record.clone(),
+            record,
         });
-        let body = respond(&self.uid, &decision);
         Reviewed {
             body,
-            decision: Some(decision),
             audit,
+            patched,
+            denied,
         }
     }
 }

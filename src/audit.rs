@@ -139,6 +139,10 @@ impl Entry {
     /// Writes the entry as one structured log line on the audit target (JSON fields with the JSON
     /// log format).
     pub fn emit(&self) {
+        // The fields below cost allocations: skip them when audit lines are filtered out.
+        if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+            return;
+        }
         let r = &self.record;
         let owner = self
             .owner

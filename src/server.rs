@@ -291,15 +291,12 @@ async fn review(app: &App, body: Body) -> Response {
             let labels = app.labels_for(&request, &policy).await;
             let reviewed = request.decide(&policy, &app.pools.load(), labels);
             let m = &app.metrics;
-            let (outcome, action, rule) = match &reviewed.decision {
-                Some(d) => match &d.audit {
-                    Some(a) => (
-                        a.outcome.as_str(),
-                        a.action,
-                        a.rule.clone().unwrap_or_default(),
-                    ),
-                    None => ("ignored", "none", String::new()),
-                },
+            let (outcome, action, rule) = match &reviewed.audit {
+                Some(a) => (
+                    a.record.outcome.as_str(),
+                    a.record.action,
+                    a.record.rule.clone().unwrap_or_default(),
+                ),
                 None => ("ignored", "none", String::new()),
             };
             m.admissions
@@ -309,13 +306,11 @@ async fn review(app: &App, body: Body) -> Response {
                     rule,
                 })
                 .inc();
-            if let Some(d) = &reviewed.decision {
-                if !d.patch.is_empty() {
-                    m.patches.inc();
-                }
-                if d.denied.is_some() {
-                    m.denials.inc();
-                }
+            if reviewed.patched {
+                m.patches.inc();
+            }
+            if reviewed.denied {
+                m.denials.inc();
             }
             if let Some(entry) = &reviewed.audit {
                 entry.emit();
