@@ -62,8 +62,21 @@ pub enum PlanOutput {
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// The inventory (kind: Inventory); `-` for stdin.
-    #[arg(short = 'f', long = "filename")]
-    pub file: String,
+    #[arg(
+        short = 'f',
+        long = "filename",
+        required_unless_present = "from_cluster",
+        conflicts_with = "from_cluster"
+    )]
+    pub file: Option<String>,
+    /// Build the inventory from the cluster's Deployments, StatefulSets and Jobs that request
+    /// nvidia.com/gpu (their pod templates' gpu-slicer.io/gpu-memory, gpu-slicer.io/isolation and
+    /// instance type); uses --kubeconfig, else the in-cluster config, else the default kubeconfig.
+    #[arg(long)]
+    pub from_cluster: bool,
+    /// Kubeconfig for --from-cluster.
+    #[arg(long, requires = "from_cluster")]
+    pub kubeconfig: Option<PathBuf>,
     #[arg(long, short = 'o', value_enum, default_value = "table")]
     pub output: PlanOutput,
     /// Write the policy, NodePools, NodeOverlays and GPU Operator ConfigMaps that make the plan real.
@@ -553,8 +566,12 @@ fn overlays(args: OverlaysArgs) -> ExitCode {
 
 fn plan_command(args: PlanArgs) -> ExitCode {
     let result = (|| -> Result<(), String> {
-        let text = read_input(&args.file)?;
-        let mut inventory = plan::Inventory::parse(&text, &args.file).map_err(|e| e.to_string())?;
+        let mut inventory = match &args.file {
+            Some(file) => {
+                plan::Inventory::parse(&read_input(file)?, file).map_err(|e| e.to_string())?
+            }
+            None => inventory_from_cluster(args.kubeconfig.as_deref())?,
+        };
         if let Some(n) = args.max_shared_replicas {
             inventory.max_shared_replicas = n.max(1);
         }
@@ -591,6 +608,47 @@ fn plan_command(args: PlanArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The planner's inventory from the cluster's GPU workloads (defaults: 4 shared replicas, 512Mi context
+/// overhead; the flags override them as for a file).
+fn inventory_from_cluster(kubeconfig: Option<&Path>) -> Result<plan::Inventory, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let objects = runtime.block_on(async {
+        let config = match kubeconfig {
+            Some(path) => {
+                let kc = kube::config::Kubeconfig::read_from(path)
+                    .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
+                kube::Config::from_custom_kubeconfig(
+                    kc,
+                    &kube::config::KubeConfigOptions::default(),
+                )
+                .await
+                .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?
+            }
+            None => kube::Config::infer()
+                .await
+                .map_err(|e| format!("no cluster configuration: {e}"))?,
+        };
+        let client = kube::Client::try_from(config).map_err(|e| format!("API client: {e}"))?;
+        plan::cluster::list_workloads(client)
+            .await
+            .map_err(|e| format!("listing workloads: {e}"))
+    })?;
+    let (workloads, skipped) = plan::cluster::workloads_from_objects(&objects);
+    for s in &skipped {
+        eprintln!("skipped: {s}");
+    }
+    if workloads.is_empty() {
+        return Err(
+            "no GPU workload in the cluster has what the planner needs (see the skipped lines)"
+                .into(),
+        );
+    }
+    Ok(plan::cluster::inventory(workloads, 4, 512 << 20))
 }
 
 fn certs(args: CertsArgs) -> ExitCode {

@@ -332,3 +332,166 @@ fn the_html_page_renders_in_a_browser_with_the_json_totals() {
     assert_eq!(cell("after-nodes"), after_nodes.to_string());
     assert!(dom.contains("<svg"), "charts rendered");
 }
+
+fn gpu_deployment(
+    kind: &str,
+    name: &str,
+    extra_spec: serde_json::Value,
+    annotations: serde_json::Value,
+    node_selector: serde_json::Value,
+    gpus: &str,
+) -> serde_json::Value {
+    let mut obj = serde_json::json!({
+        "apiVersion": if kind == "Job" { "batch/v1" } else { "apps/v1" }, "kind": kind,
+        "metadata": {"name": name, "namespace": "ml"},
+        "spec": {"template": {"metadata": {"annotations": annotations}, "spec": {
+            "nodeSelector": node_selector,
+            "containers": [{"name": "main", "image": "x", "resources": {"limits": {"nvidia.com/gpu": gpus}}}]}}}
+    });
+    for (k, v) in extra_spec.as_object().unwrap() {
+        obj["spec"][k] = v.clone();
+    }
+    obj
+}
+
+#[test]
+fn cluster_workloads_become_an_inventory_or_say_why_not() {
+    use gpu_slicer::plan::cluster::workloads_from_objects;
+    let objs = vec![
+        gpu_deployment(
+            "Deployment",
+            "embedder",
+            serde_json::json!({"replicas": 56}),
+            serde_json::json!({"gpu-slicer.io/gpu-memory": "8Gi"}),
+            serde_json::json!({"node.kubernetes.io/instance-type": "p4de.24xlarge"}),
+            "1",
+        ),
+        gpu_deployment(
+            "Job",
+            "train",
+            serde_json::json!({"parallelism": 2}),
+            serde_json::json!({"gpu-slicer.io/gpu-memory": "70Gi", "gpu-slicer.io/isolation": "memory", "gpu-slicer.io/instance-type": "p5.48xlarge"}),
+            serde_json::json!({}),
+            "2",
+        ),
+        gpu_deployment(
+            "StatefulSet",
+            "nosize",
+            serde_json::json!({"replicas": 3}),
+            serde_json::json!({}),
+            serde_json::json!({"node.kubernetes.io/instance-type": "g6.xlarge"}),
+            "1",
+        ),
+        gpu_deployment(
+            "Deployment",
+            "cpu",
+            serde_json::json!({"replicas": 3}),
+            serde_json::json!({}),
+            serde_json::json!({}),
+            "0",
+        ),
+    ];
+    let (workloads, skipped) = workloads_from_objects(&objs);
+    let got: Vec<_> = workloads
+        .iter()
+        .map(|w| {
+            (
+                w.name.as_str(),
+                w.replicas,
+                w.gpus_per_replica,
+                w.current_instance_type.as_str(),
+                w.isolation,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "deployment-embedder",
+                56,
+                1,
+                "p4de.24xlarge",
+                Isolation::Memory
+            ),
+            ("job-train", 2, 2, "p5.48xlarge", Isolation::Memory)
+        ]
+    );
+    assert_eq!(skipped, vec!["StatefulSet ml/nosize: no gpu-slicer.io/gpu-memory annotation on its pod template (the planner sizes by it)".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_from_cluster_lists_workloads_with_kube() {
+    use axum::routing::get;
+    let deployments = serde_json::json!({"kind": "DeploymentList", "apiVersion": "apps/v1", "metadata": {"resourceVersion": "10"}, "items": [
+        gpu_deployment("Deployment", "embedder", serde_json::json!({"replicas": 56, "selector": {"matchLabels": {"app": "e"}}}), serde_json::json!({"gpu-slicer.io/gpu-memory": "8Gi"}), serde_json::json!({"node.kubernetes.io/instance-type": "p4de.24xlarge"}), "1")]});
+    let empty = |kind: &'static str, api: &'static str| serde_json::json!({"kind": kind, "apiVersion": api, "metadata": {"resourceVersion": "10"}, "items": []});
+    let router = axum::Router::new()
+        .route(
+            "/apis/apps/v1/deployments",
+            get(move || {
+                let d = deployments.clone();
+                async move {
+                    axum::response::Response::builder()
+                        .header("content-type", "application/json")
+                        .body(axum::body::Body::from(d.to_string()))
+                        .unwrap()
+                }
+            }),
+        )
+        .route(
+            "/apis/apps/v1/statefulsets",
+            get(move || async move {
+                axum::response::Response::builder()
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(
+                        empty("StatefulSetList", "apps/v1").to_string(),
+                    ))
+                    .unwrap()
+            }),
+        )
+        .route(
+            "/apis/batch/v1/jobs",
+            get(move || async move {
+                axum::response::Response::builder()
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(
+                        empty("JobList", "batch/v1").to_string(),
+                    ))
+                    .unwrap()
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, format!("apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {{server: \"http://{addr}\"}}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context: {{cluster: fake, user: u}}\ncurrent-context: c\n")).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_gpu-slicer"))
+            .args([
+                "plan",
+                "--from-cluster",
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+                "-o",
+                "json",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["workloads"][0]["name"], "deployment-embedder");
+    assert_eq!(json["workloads"][0]["profile"], "1g.10gb");
+    assert!(close(
+        json["after"]["usdPerHour"].as_f64().unwrap(),
+        27.44705
+    ));
+}

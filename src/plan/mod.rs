@@ -15,6 +15,7 @@
 //! - compute is not modelled (a slice gets a fraction of the GPU's SMs; time-sliced replicas share
 //!   them); memory and isolation are.
 
+pub mod cluster;
 pub mod emit;
 pub mod html;
 

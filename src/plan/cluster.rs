@@ -1,0 +1,176 @@
+//! The inventory from a cluster: the Deployments, StatefulSets and Jobs whose pods request
+//! `nvidia.com/gpu`, read with kube-rs (one list each), turned into workloads by a pure function.
+//!
+//! What a workload object says for the planner (on its pod template):
+//! - replicas: `spec.replicas` (Deployments, StatefulSets; default 1) or `spec.parallelism` (Jobs);
+//! - GPUs per replica: the pod's `nvidia.com/gpu` (sum over containers, or the largest init container);
+//! - `gpu-slicer.io/gpu-memory`: peak GPU memory per replica (required: the planner cannot guess it);
+//! - `gpu-slicer.io/isolation`: `memory` (default: the safe choice) or `none`;
+//! - the current instance type: `nodeSelector` `node.kubernetes.io/instance-type`, or the annotation
+//!   `gpu-slicer.io/instance-type` (required).
+//!
+//! Workloads without what the planner needs are skipped, each with the reason.
+
+use serde_json::Value;
+
+use super::{Inventory, Isolation, Workload};
+use crate::engine::GPU_MEMORY_ANNOTATION;
+use crate::policy::WHOLE_GPU;
+use crate::quantity;
+
+pub const ISOLATION_ANNOTATION: &str = "gpu-slicer.io/isolation";
+pub const INSTANCE_TYPE_ANNOTATION: &str = "gpu-slicer.io/instance-type";
+
+fn gpus_of(containers: Option<&Value>) -> Vec<u64> {
+    containers
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let limit = c
+                .pointer("/resources/limits")
+                .and_then(|l| l.get(WHOLE_GPU));
+            let v = limit.or_else(|| {
+                c.pointer("/resources/requests")
+                    .and_then(|r| r.get(WHOLE_GPU))
+            });
+            match v {
+                Some(Value::String(s)) => quantity::parse_count(s).unwrap_or(0),
+                Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+                _ => 0,
+            }
+        })
+        .collect()
+}
+
+/// Builds workloads from Deployment / StatefulSet / Job objects; returns them and the skipped ones with
+/// the reason.
+pub fn workloads_from_objects(objects: &[Value]) -> (Vec<Workload>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut skipped = Vec::new();
+    for obj in objects {
+        let kind = obj["kind"].as_str().unwrap_or("");
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let namespace = obj
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        let id = format!("{kind} {namespace}/{name}");
+        let template = &obj["spec"]["template"];
+        let spec = &template["spec"];
+        let main: u64 = gpus_of(spec.get("containers")).iter().sum();
+        let init = gpus_of(spec.get("initContainers"))
+            .into_iter()
+            .max()
+            .unwrap_or(0);
+        let gpus = main.max(init);
+        if gpus == 0 {
+            continue; // not a GPU workload
+        }
+        let annotation = |key: &str| {
+            template
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(key))
+                .and_then(Value::as_str)
+        };
+        let replicas = match kind {
+            "Job" => obj["spec"]["parallelism"].as_u64().unwrap_or(1),
+            _ => obj["spec"]["replicas"].as_u64().unwrap_or(1),
+        };
+        if replicas == 0 {
+            skipped.push(format!("{id}: scaled to 0"));
+            continue;
+        }
+        let Some(memory_text) = annotation(GPU_MEMORY_ANNOTATION) else {
+            skipped.push(format!("{id}: no {GPU_MEMORY_ANNOTATION} annotation on its pod template (the planner sizes by it)"));
+            continue;
+        };
+        let Some(gpu_memory) = quantity::parse(memory_text).filter(|b| *b > 0) else {
+            skipped.push(format!(
+                "{id}: {GPU_MEMORY_ANNOTATION} {memory_text:?} is not a quantity"
+            ));
+            continue;
+        };
+        let isolation = match annotation(ISOLATION_ANNOTATION) {
+            None | Some("memory") => Isolation::Memory,
+            Some("none") => Isolation::None,
+            Some(other) => {
+                skipped.push(format!(
+                    "{id}: {ISOLATION_ANNOTATION} {other:?} must be memory or none"
+                ));
+                continue;
+            }
+        };
+        let instance = spec
+            .pointer("/nodeSelector/node.kubernetes.io~1instance-type")
+            .and_then(Value::as_str)
+            .or_else(|| annotation(INSTANCE_TYPE_ANNOTATION));
+        let Some(instance) = instance else {
+            skipped.push(format!(
+                "{id}: its current instance type is unknown (nodeSelector node.kubernetes.io/instance-type or the {INSTANCE_TYPE_ANNOTATION} annotation)"
+            ));
+            continue;
+        };
+        out.push(Workload {
+            name: format!("{}-{name}", kind.to_ascii_lowercase()),
+            namespace: namespace.to_string(),
+            replicas,
+            gpu_memory,
+            gpu_memory_text: memory_text.to_string(),
+            isolation,
+            current_instance_type: instance.to_string(),
+            gpus_per_replica: u32::try_from(gpus).unwrap_or(u32::MAX),
+        });
+    }
+    (out, skipped)
+}
+
+/// Lists every Deployment, StatefulSet and Job in the cluster (as JSON, with `kind` set).
+pub async fn list_workloads(client: kube::Client) -> Result<Vec<Value>, kube::Error> {
+    use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch};
+    use kube::api::{Api, ListParams};
+    let lp = ListParams::default();
+    let mut out = Vec::new();
+    let tag = |mut v: Value, kind: &str| {
+        v["kind"] = Value::from(kind);
+        v
+    };
+    for d in Api::<apps::Deployment>::all(client.clone())
+        .list(&lp)
+        .await?
+    {
+        out.push(tag(
+            serde_json::to_value(d).unwrap_or_default(),
+            "Deployment",
+        ));
+    }
+    for s in Api::<apps::StatefulSet>::all(client.clone())
+        .list(&lp)
+        .await?
+    {
+        out.push(tag(
+            serde_json::to_value(s).unwrap_or_default(),
+            "StatefulSet",
+        ));
+    }
+    for j in Api::<batch::Job>::all(client).list(&lp).await? {
+        out.push(tag(serde_json::to_value(j).unwrap_or_default(), "Job"));
+    }
+    Ok(out)
+}
+
+/// An inventory with these workloads and the planner's defaults.
+pub fn inventory(
+    workloads: Vec<Workload>,
+    max_shared_replicas: u32,
+    context_overhead: u128,
+) -> Inventory {
+    Inventory {
+        max_shared_replicas,
+        context_overhead,
+        workloads,
+    }
+}
