@@ -88,6 +88,23 @@ fn body() -> Vec<u8> {
     serde_json::to_vec(&review("ml-inference-embedder-0-create")).unwrap()
 }
 
+/// Reads until the peer closes (or the read fails); `Err` if that takes longer than `within`.
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    within: Duration,
+) -> Result<(), tokio::time::error::Elapsed> {
+    let mut buf = [0u8; 256];
+    tokio::time::timeout(within, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+}
+
 /// Reads one HTTP/1.1 response (status line, headers, content-length body); returns the status.
 async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> std::io::Result<u16> {
     let mut buf = Vec::new();
@@ -134,17 +151,8 @@ async fn plaintext_on_the_tls_port_fails_fast_and_old_protocols_are_absent() {
     tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
-    let mut buf = [0u8; 256];
     // The server answers with a TLS alert and closes: the read ends (no hang).
-    let ended = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match tcp.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
+    let ended = closed_within(&mut tcp, Duration::from_secs(5)).await;
     assert!(ended.is_ok(), "a plaintext request hung on the TLS port");
 
     for versions in [
@@ -196,16 +204,7 @@ async fn slow_header_clients_do_not_starve_others_and_are_cut_off() {
     );
     // The header-read timeout closes every slow connection.
     for mut s in slow {
-        let mut buf = [0u8; 64];
-        let closed = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await;
+        let closed = closed_within(&mut s, Duration::from_secs(10)).await;
         assert!(closed.is_ok(), "a slow-header connection was not cut off");
     }
 }
@@ -361,15 +360,6 @@ async fn a_client_that_says_nothing_after_the_handshake_is_closed() {
     let mut s = tls(srv.addr, &connector(&srv.ca, &[&rustls::version::TLS13]))
         .await
         .unwrap();
-    let mut buf = [0u8; 16];
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
+    let closed = closed_within(&mut s, Duration::from_secs(5)).await;
     assert!(closed.is_ok(), "a silent connection was kept open");
 }

@@ -420,6 +420,14 @@ fn cluster_workloads_become_an_inventory_or_say_why_not() {
     assert_eq!(skipped, vec!["StatefulSet ml/nosize: no gpu-slicer.io/gpu-memory annotation on its pod template (the planner sizes by it)".to_string()]);
 }
 
+/// A list response as the API server sends it.
+async fn list_response(list: serde_json::Value) -> axum::response::Response {
+    axum::response::Response::builder()
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(list.to_string()))
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_from_cluster_lists_workloads_with_kube() {
     use axum::routing::get;
@@ -429,37 +437,15 @@ async fn plan_from_cluster_lists_workloads_with_kube() {
     let router = axum::Router::new()
         .route(
             "/apis/apps/v1/deployments",
-            get(move || {
-                let d = deployments.clone();
-                async move {
-                    axum::response::Response::builder()
-                        .header("content-type", "application/json")
-                        .body(axum::body::Body::from(d.to_string()))
-                        .unwrap()
-                }
-            }),
+            get(move || list_response(deployments.clone())),
         )
         .route(
             "/apis/apps/v1/statefulsets",
-            get(move || async move {
-                axum::response::Response::builder()
-                    .header("content-type", "application/json")
-                    .body(axum::body::Body::from(
-                        empty("StatefulSetList", "apps/v1").to_string(),
-                    ))
-                    .unwrap()
-            }),
+            get(move || list_response(empty("StatefulSetList", "apps/v1"))),
         )
         .route(
             "/apis/batch/v1/jobs",
-            get(move || async move {
-                axum::response::Response::builder()
-                    .header("content-type", "application/json")
-                    .body(axum::body::Body::from(
-                        empty("JobList", "batch/v1").to_string(),
-                    ))
-                    .unwrap()
-            }),
+            get(move || list_response(empty("JobList", "batch/v1"))),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
