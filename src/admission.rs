@@ -122,31 +122,11 @@ struct StatusOut<'a> {
     code: u16,
 }
 
-/// What the webhook needs besides the request: the policy, NodePools, and namespace labels.
-pub trait Facts {
-    fn policy(&self) -> &Policy;
-    fn node_pools(&self) -> &NodePoolIndex;
-    /// Labels of a namespace (`kubernetes.io/metadata.name` at least). Only asked when a rule selects
-    /// on labels.
-    fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String>;
-}
-
-/// Offline facts: a policy and NodePools, namespaces known only by name.
+/// A policy and NodePools with namespaces known by name only: what `mutate` and offline reviews
+/// decide with (the server adds the cluster's namespace labels, see `server::App`).
 pub struct StaticFacts {
     pub policy: Policy,
     pub pools: NodePoolIndex,
-}
-
-impl Facts for StaticFacts {
-    fn policy(&self) -> &Policy {
-        &self.policy
-    }
-    fn node_pools(&self) -> &NodePoolIndex {
-        &self.pools
-    }
-    fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
-        name_label(namespace)
-    }
 }
 
 /// The label the API server sets on every namespace (NamespaceDefaultLabelName, GA in 1.22).
@@ -339,15 +319,15 @@ impl Request<'_> {
     }
 }
 
-/// Reads a review, decides with `facts`, and writes the answer. Never panics on any input.
-pub fn review(body: &[u8], facts: &dyn Facts) -> Result<Reviewed, BadReview> {
+/// Reads a review, decides with `facts` (namespaces known by their name label), and writes the
+/// answer. Never panics on any input.
+pub fn review(body: &[u8], facts: &StaticFacts) -> Result<Reviewed, BadReview> {
     let request = parse(body)?;
-    let policy = facts.policy();
-    let labels = match request.namespace_for_labels(policy) {
-        Some(ns) => Labels::Known(facts.namespace_labels(ns)),
+    let labels = match request.namespace_for_labels(&facts.policy) {
+        Some(ns) => Labels::Known(name_label(ns)),
         None => Labels::NotNeeded,
     };
-    Ok(request.decide(policy, facts.node_pools(), labels))
+    Ok(request.decide(&facts.policy, &facts.pools, labels))
 }
 
 fn allow_untouched(uid: &str) -> Vec<u8> {

@@ -648,7 +648,11 @@ fn inventory_from_cluster(kubeconfig: Option<&Path>) -> Result<plan::Inventory, 
                 .into(),
         );
     }
-    Ok(plan::cluster::inventory(workloads, 4, 512 << 20))
+    Ok(plan::Inventory {
+        max_shared_replicas: plan::DEFAULT_MAX_SHARED_REPLICAS,
+        context_overhead: plan::DEFAULT_CONTEXT_OVERHEAD,
+        workloads,
+    })
 }
 
 fn certs(args: CertsArgs) -> ExitCode {

@@ -47,6 +47,12 @@ fn app_with(policy: &str) -> Arc<App> {
     )
 }
 
+/// A reloader for `dir/policy.yaml`, which `app` was started with.
+fn reloader_for(dir: &Path, app: &Arc<App>) -> PolicyReloader {
+    let path = dir.join("policy.yaml");
+    PolicyReloader::new(path.clone(), std::fs::read(&path).unwrap(), app.clone())
+}
+
 async fn rule_for_pod(app: &Arc<App>) -> (StatusCode, String) {
     let body = serde_json::to_vec(&review("ml-inference-embedder-0-create")).unwrap();
     let resp = server::router(app.clone())
@@ -70,9 +76,7 @@ async fn a_symlink_swap_replaces_the_policy_and_a_broken_file_keeps_the_old_one(
     let dir = tempfile::tempdir().unwrap();
     kubelet_write(dir.path(), 1, POLICY_A);
     let app = app_with(POLICY_A);
-    let path = dir.path().join("policy.yaml");
-    let mut reloader =
-        PolicyReloader::new(path.clone(), std::fs::read(&path).unwrap(), app.clone());
+    let mut reloader = reloader_for(dir.path(), &app);
     assert_eq!(reloader.check(), Outcome::Unchanged);
     assert_eq!(rule_for_pod(&app).await.1, "first");
 
@@ -134,9 +138,7 @@ async fn requests_under_load_see_one_whole_policy_or_the_other_and_none_is_lost(
     let dir = tempfile::tempdir().unwrap();
     kubelet_write(dir.path(), 1, POLICY_A);
     let app = app_with(POLICY_A);
-    let path = dir.path().join("policy.yaml");
-    let mut reloader =
-        PolicyReloader::new(path.clone(), std::fs::read(&path).unwrap(), app.clone());
+    let mut reloader = reloader_for(dir.path(), &app);
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut clients = Vec::new();

@@ -13,7 +13,7 @@
 
 use serde_json::Value;
 
-use super::{Inventory, Isolation, Workload};
+use super::{Isolation, Workload};
 use crate::engine::GPU_MEMORY_ANNOTATION;
 use crate::policy::WHOLE_GPU;
 use crate::quantity;
@@ -160,17 +160,4 @@ pub async fn list_workloads(client: kube::Client) -> Result<Vec<Value>, kube::Er
         out.push(tag(serde_json::to_value(j).unwrap_or_default(), "Job"));
     }
     Ok(out)
-}
-
-/// An inventory with these workloads and the planner's defaults.
-pub fn inventory(
-    workloads: Vec<Workload>,
-    max_shared_replicas: u32,
-    context_overhead: u128,
-) -> Inventory {
-    Inventory {
-        max_shared_replicas,
-        context_overhead,
-        workloads,
-    }
 }

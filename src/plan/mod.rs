@@ -66,11 +66,16 @@ struct InventorySpec {
 fn default_region() -> String {
     catalog::PRICES_REGION.to_string()
 }
+/// `maxSharedReplicas` when the inventory does not say.
+pub const DEFAULT_MAX_SHARED_REPLICAS: u32 = 4;
+/// `contextOverhead` when the inventory does not say: 512Mi.
+pub const DEFAULT_CONTEXT_OVERHEAD: u128 = 512 << 20;
+
 fn default_max_shared() -> u32 {
-    4
+    DEFAULT_MAX_SHARED_REPLICAS
 }
 fn default_overhead() -> String {
-    "512Mi".to_string()
+    format!("{}Mi", DEFAULT_CONTEXT_OVERHEAD >> 20)
 }
 
 #[derive(Debug, Clone, Deserialize)]
