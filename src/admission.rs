@@ -33,13 +33,13 @@ pub enum BadReview {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ReviewIn<'a> {
+struct ReviewIn<'a, O> {
     #[serde(borrow)]
     api_version: Option<&'a str>,
     #[serde(borrow)]
     kind: Option<&'a str>,
     #[serde(borrow)]
-    request: Option<RequestIn<'a>>,
+    request: Option<RequestIn<'a, O>>,
 }
 
 #[derive(Deserialize)]
@@ -65,10 +65,11 @@ struct UserInfo {
 }
 
 // Every field is optional here so that one pass reads the whole review; what is required is checked
-// after the apiVersion, so the error names the real problem.
+// after the apiVersion, so the error names the real problem. `O` is how `object` is read: as the pod
+// view in the one-pass fast path, or as raw JSON in the exact path (see [`parse`]).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RequestIn<'a> {
+struct RequestIn<'a, O> {
     #[serde(default)]
     uid: Option<String>,
     #[serde(borrow, default)]
@@ -83,10 +84,15 @@ struct RequestIn<'a> {
     operation: String,
     #[serde(default)]
     user_info: UserInfo,
-    #[serde(borrow, default)]
-    object: Option<&'a RawValue>,
+    #[serde(default = "none")]
+    object: Option<O>,
     #[serde(default)]
     dry_run: Option<bool>,
+}
+
+// `#[serde(default)]` would ask `O: Default`.
+fn none<O>() -> Option<O> {
+    None
 }
 
 #[derive(Serialize)]
@@ -161,33 +167,58 @@ pub enum Labels {
 }
 
 /// A parsed review, before the decision.
-pub struct Request<'a> {
-    req: RequestIn<'a>,
+#[derive(Debug)]
+pub struct Request {
     uid: String,
+    user: String,
+    dry_run: bool,
     /// The pod, for a pod CREATE; `None` for requests allowed untouched.
     pod: Option<(Pod, String)>,
 }
 
 /// Reads a review. Never panics on any input.
-pub fn parse(body: &[u8]) -> Result<Request<'_>, BadReview> {
-    let parsed: ReviewIn<'_> = serde_json::from_slice(body).map_err(|e| {
+pub fn parse(body: &[u8]) -> Result<Request, BadReview> {
+    // The fast path reads the review and the pod view in one pass. An object that is not a pod (the
+    // API server sends whatever the webhook configuration matches) may not read as one: then the
+    // exact path below reads `object` as raw JSON, and as a pod only for a pod CREATE. Both give the
+    // same answer wherever the fast one succeeds; bad input is read twice, which is fine.
+    match serde_json::from_slice::<ReviewIn<'_, Pod>>(body) {
+        Ok(review) => checked(review, Ok),
+        Err(_) => parse_exact(body),
+    }
+}
+
+/// The exact path: `object` as raw JSON, read as a pod only for a pod CREATE.
+fn parse_exact(body: &[u8]) -> Result<Request, BadReview> {
+    let review: ReviewIn<'_, &RawValue> = serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
             BadReview::NotAReview(e.to_string())
         } else {
             BadReview::NotJson(e)
         }
     })?;
-    if parsed.api_version != Some(API_VERSION) || parsed.kind != Some(KIND) {
+    checked(review, |raw| {
+        serde_json::from_str(raw.get()).map_err(BadReview::NotAPod)
+    })
+}
+
+/// Checks what the review must carry and keeps what the decision needs; `read_pod` turns `object`
+/// into the pod view, for a pod CREATE only.
+fn checked<O>(
+    review: ReviewIn<'_, O>,
+    read_pod: impl FnOnce(O) -> Result<Pod, BadReview>,
+) -> Result<Request, BadReview> {
+    if review.api_version != Some(API_VERSION) || review.kind != Some(KIND) {
         return Err(BadReview::NotAReview(format!(
             "apiVersion {:?} kind {:?}; expected {API_VERSION} {KIND}",
-            parsed.api_version.unwrap_or(""),
-            parsed.kind.unwrap_or("")
+            review.api_version.unwrap_or(""),
+            review.kind.unwrap_or("")
         )));
     }
-    let Some(req) = parsed.request else {
+    let Some(req) = review.request else {
         return Err(BadReview::NotAReview("it has no request".into()));
     };
-    let (Some(uid), Some(kind), Some(resource)) = (&req.uid, &req.kind, &req.resource) else {
+    let (Some(uid), Some(kind), Some(resource)) = (req.uid, &req.kind, &req.resource) else {
         return Err(BadReview::NotAReview(
             "request needs uid, kind and resource".into(),
         ));
@@ -195,7 +226,6 @@ pub fn parse(body: &[u8]) -> Result<Request<'_>, BadReview> {
     if uid.is_empty() {
         return Err(BadReview::NotAReview("request.uid is empty".into()));
     }
-    let uid = uid.clone();
 
     // Only CREATE of core/v1 pods (not subresources such as pods/ephemeralcontainers) is ours;
     // anything else the API server sends by misconfiguration is allowed unchanged.
@@ -205,32 +235,30 @@ pub fn parse(body: &[u8]) -> Result<Request<'_>, BadReview> {
         && resource.group.is_empty()
         && resource.resource == "pods"
         && req.sub_resource.as_deref().unwrap_or("").is_empty();
-    if !is_pod_create {
-        return Ok(Request {
-            req,
-            uid,
-            pod: None,
-        });
-    }
-    let Some(object) = req.object else {
-        return Err(BadReview::NotAReview(
-            "a pod CREATE without request.object".into(),
-        ));
+    let pod = if is_pod_create {
+        let Some(object) = req.object else {
+            return Err(BadReview::NotAReview(
+                "a pod CREATE without request.object".into(),
+            ));
+        };
+        let pod = read_pod(object)?;
+        let namespace = req
+            .namespace
+            .or_else(|| pod.meta().namespace.clone())
+            .unwrap_or_else(|| "default".to_string());
+        Some((pod, namespace))
+    } else {
+        None
     };
-    let pod: Pod = serde_json::from_str(object.get()).map_err(BadReview::NotAPod)?;
-    let namespace = req
-        .namespace
-        .clone()
-        .or_else(|| pod.meta().namespace.clone())
-        .unwrap_or_else(|| "default".to_string());
     Ok(Request {
-        req,
         uid,
-        pod: Some((pod, namespace)),
+        user: req.user_info.username,
+        dry_run: req.dry_run.unwrap_or(false),
+        pod,
     })
 }
 
-impl Request<'_> {
+impl Request {
     /// The namespace of the pod being created; `None` when the request is not ours to decide.
     pub fn pod_namespace(&self) -> Option<&str> {
         self.pod.as_ref().map(|(_, ns)| ns.as_str())
@@ -297,17 +325,16 @@ impl Request<'_> {
         };
         let body = respond(&self.uid, &decision);
         let (patched, denied) = (!decision.patch.is_empty(), decision.denied.is_some());
-        let req = &mut self.req;
         let audit = decision.audit.map(|record| Entry {
-            uid: self.uid.clone(),
-            namespace: namespace.clone(),
+            uid: self.uid,
+            namespace,
             pod: pod.display_name().to_string(),
             owner: pod.controller().map(|o| Owner {
                 kind: o.kind.clone(),
                 name: o.name.clone(),
             }),
-            user: std::mem::take(&mut req.user_info.username),
-            dry_run: req.dry_run.unwrap_or(false),
+            user: self.user,
+            dry_run: self.dry_run,
             record,
         });
         Reviewed {
@@ -383,4 +410,104 @@ fn write(response: ResponseOut<'_>) -> Vec<u8> {
         response,
     })
     .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            (-3i64..5).prop_map(Value::from),
+            prop::sample::select(vec!["", "1", "2Gi", "nvidia.com/gpu", "Exists", "main"])
+                .prop_map(Value::from),
+        ];
+        let keys = prop::sample::select(vec![
+            "metadata",
+            "spec",
+            "containers",
+            "initContainers",
+            "resources",
+            "limits",
+            "requests",
+            "nvidia.com/gpu",
+            "name",
+            "namespace",
+            "annotations",
+            "gpu-slicer.io/profile",
+            "ownerReferences",
+            "controller",
+            "tolerations",
+            "nodeSelector",
+            "template",
+        ]);
+        leaf.prop_recursive(5, 48, 4, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+                prop::collection::btree_map(keys.clone(), inner, 0..4).prop_map(|m| Value::Object(
+                    m.into_iter().map(|(k, v)| (k.into(), v)).collect()
+                )),
+            ]
+        })
+    }
+
+    fn review_of(
+        kind: (&str, &str),
+        operation: &str,
+        namespace: Option<&str>,
+        object: Value,
+    ) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "request": {
+                "uid": "u-1",
+                "kind": {"group": "", "version": "v1", "kind": kind.0},
+                "resource": {"group": "", "version": "v1", "resource": kind.1},
+                "operation": operation,
+                "namespace": namespace,
+                "userInfo": {"username": "someone"},
+                "object": object,
+                "dryRun": false,
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_object_that_does_not_read_as_a_pod_is_allowed_unless_it_is_a_pod() {
+        let odd = json!({"spec": {"containers": 7}});
+        let request = parse(&review_of(
+            ("Widget", "widgets"),
+            "CREATE",
+            None,
+            odd.clone(),
+        ))
+        .unwrap();
+        assert!(request.pod_namespace().is_none());
+        let Err(BadReview::NotAPod(_)) = parse(&review_of(("Pod", "pods"), "CREATE", None, odd))
+        else {
+            panic!("a pod that is not a pod must be refused");
+        };
+    }
+
+    proptest! {
+        // The one-pass fast path answers exactly as the two-pass exact path, for pods and for objects
+        // that are not pods, whichever of them fails to read.
+        #[test]
+        fn fast_path_reads_as_the_exact_path(
+            object in arb_json(),
+            kind in prop::sample::select(vec![("Pod", "pods"), ("Deployment", "deployments")]),
+            operation in prop::sample::select(vec!["CREATE", "UPDATE", "DELETE"]),
+            namespace in prop::option::of(Just("team-a")),
+        ) {
+            let body = review_of(kind, operation, namespace, object);
+            prop_assert_eq!(format!("{:?}", parse(&body)), format!("{:?}", parse_exact(&body)));
+        }
+    }
 }

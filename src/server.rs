@@ -146,7 +146,7 @@ impl App {
     }
 
     /// Namespace labels for a decision: from the cache, else one direct read, else unknown.
-    async fn labels_for(&self, request: &admission::Request<'_>, policy: &Policy) -> Labels {
+    async fn labels_for(&self, request: &admission::Request, policy: &Policy) -> Labels {
         let Some(ns) = request.namespace_for_labels(policy) else {
             return Labels::NotNeeded;
         };
