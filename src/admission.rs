@@ -5,6 +5,7 @@
 //! as the base64 string the API documents (kube-core serializes `patch` as a number array; kube-rs
 //! issue 1781). A test checks both read the captured reviews alike.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
@@ -19,6 +20,9 @@ use crate::policy::Policy;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
+/// Longest `auditAnnotations` value sent; longer ones are cut (the API server keeps them in every
+/// audit event of the request).
+const MAX_AUDIT_VALUE: usize = 1024;
 
 /// A body that is not a usable AdmissionReview: answered with HTTP 400 and this message.
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +121,7 @@ struct ResponseOut<'a> {
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     warnings: &'a [String],
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    audit_annotations: BTreeMap<String, String>,
+    audit_annotations: BTreeMap<&'static str, Cow<'a, str>>,
 }
 
 #[derive(Serialize)]
@@ -358,21 +362,26 @@ pub fn review(body: &[u8], facts: &StaticFacts) -> Result<Reviewed, BadReview> {
 }
 
 fn allow_untouched(uid: &str) -> Vec<u8> {
-    write(ResponseOut {
-        uid,
-        allowed: true,
-        patch_type: None,
-        patch: None,
-        status: None,
-        warnings: &[],
-        audit_annotations: BTreeMap::new(),
-    })
+    write(
+        ResponseOut {
+            uid,
+            allowed: true,
+            patch_type: None,
+            patch: None,
+            status: None,
+            warnings: &[],
+            audit_annotations: BTreeMap::new(),
+        },
+        128,
+    )
 }
 
 /// Serializes a decision as the response AdmissionReview.
 pub fn respond(uid: &str, decision: &Decision) -> Vec<u8> {
     let patch = (!decision.patch.is_empty()).then(|| {
-        let json = serde_json::to_vec(&decision.patch).unwrap_or_default();
+        let mut json = Vec::with_capacity(256 * decision.patch.len());
+        // Serializing patch operations into memory cannot fail.
+        let _ = serde_json::to_writer(&mut json, &decision.patch);
         base64::engine::general_purpose::STANDARD.encode(json)
     });
     let status = decision.denied.as_deref().map(|message| StatusOut {
@@ -387,127 +396,47 @@ pub fn respond(uid: &str, decision: &Decision) -> Vec<u8> {
         .map(|a| {
             a.audit_annotations()
                 .into_iter()
-                .map(|(k, v)| (k, audit::truncate(v, 1024)))
+                .map(|(k, v)| match v {
+                    Cow::Owned(v) => (k, Cow::Owned(audit::truncate(v, MAX_AUDIT_VALUE))),
+                    Cow::Borrowed(v) if v.len() > MAX_AUDIT_VALUE => (
+                        k,
+                        Cow::Owned(audit::truncate(v.to_string(), MAX_AUDIT_VALUE)),
+                    ),
+                    v => (k, v),
+                })
                 .collect()
         })
         .unwrap_or_default();
-    write(ResponseOut {
-        uid,
-        allowed: decision.allowed(),
-        patch_type: patch.as_ref().map(|_| "JSONPatch"),
-        patch,
-        status,
-        warnings: &decision.warnings,
-        audit_annotations,
-    })
+    let size = 512 + patch.as_ref().map_or(0, String::len);
+    write(
+        ResponseOut {
+            uid,
+            allowed: decision.allowed(),
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch,
+            status,
+            warnings: &decision.warnings,
+            audit_annotations,
+        },
+        size,
+    )
 }
 
-fn write(response: ResponseOut<'_>) -> Vec<u8> {
-    // Serializing these plain structs cannot fail; an empty body would be answered as an error anyway.
-    serde_json::to_vec(&ReviewOut {
-        api_version: API_VERSION,
-        kind: KIND,
-        response,
-    })
-    .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-    use serde_json::{Value, json};
-
-    use super::*;
-
-    fn arb_json() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::from),
-            (-3i64..5).prop_map(Value::from),
-            prop::sample::select(vec!["", "1", "2Gi", "nvidia.com/gpu", "Exists", "main"])
-                .prop_map(Value::from),
-        ];
-        let keys = prop::sample::select(vec![
-            "metadata",
-            "spec",
-            "containers",
-            "initContainers",
-            "resources",
-            "limits",
-            "requests",
-            "nvidia.com/gpu",
-            "name",
-            "namespace",
-            "annotations",
-            "gpu-slicer.io/profile",
-            "ownerReferences",
-            "controller",
-            "tolerations",
-            "nodeSelector",
-            "template",
-        ]);
-        leaf.prop_recursive(5, 48, 4, move |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
-                prop::collection::btree_map(keys.clone(), inner, 0..4).prop_map(|m| Value::Object(
-                    m.into_iter().map(|(k, v)| (k.into(), v)).collect()
-                )),
-            ]
-        })
+fn write(response: ResponseOut<'_>, size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size);
+    // Serializing these plain structs into memory cannot fail; an empty body would be answered as an
+    // error anyway.
+    if serde_json::to_writer(
+        &mut out,
+        &ReviewOut {
+            api_version: API_VERSION,
+            kind: KIND,
+            response,
+        },
+    )
+    .is_err()
+    {
+        out.clear();
     }
-
-    fn review_of(
-        kind: (&str, &str),
-        operation: &str,
-        namespace: Option<&str>,
-        object: Value,
-    ) -> Vec<u8> {
-        serde_json::to_vec(&json!({
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "request": {
-                "uid": "u-1",
-                "kind": {"group": "", "version": "v1", "kind": kind.0},
-                "resource": {"group": "", "version": "v1", "resource": kind.1},
-                "operation": operation,
-                "namespace": namespace,
-                "userInfo": {"username": "someone"},
-                "object": object,
-                "dryRun": false,
-            }
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn an_object_that_does_not_read_as_a_pod_is_allowed_unless_it_is_a_pod() {
-        let odd = json!({"spec": {"containers": 7}});
-        let request = parse(&review_of(
-            ("Widget", "widgets"),
-            "CREATE",
-            None,
-            odd.clone(),
-        ))
-        .unwrap();
-        assert!(request.pod_namespace().is_none());
-        let Err(BadReview::NotAPod(_)) = parse(&review_of(("Pod", "pods"), "CREATE", None, odd))
-        else {
-            panic!("a pod that is not a pod must be refused");
-        };
-    }
-
-    proptest! {
-        // The one-pass fast path answers exactly as the two-pass exact path, for pods and for objects
-        // that are not pods, whichever of them fails to read.
-        #[test]
-        fn fast_path_reads_as_the_exact_path(
-            object in arb_json(),
-            kind in prop::sample::select(vec![("Pod", "pods"), ("Deployment", "deployments")]),
-            operation in prop::sample::select(vec!["CREATE", "UPDATE", "DELETE"]),
-            namespace in prop::option::of(Just("team-a")),
-        ) {
-            let body = review_of(kind, operation, namespace, object);
-            prop_assert_eq!(format!("{:?}", parse(&body)), format!("{:?}", parse_exact(&body)));
-        }
-    }
+    out
 }

@@ -2,6 +2,7 @@
 //! (target `gpu_slicer::audit`), the response's `auditAnnotations`, kubectl warnings, and the pod
 //! annotation `gpu-slicer.io/rewritten`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -66,47 +67,41 @@ pub struct Record {
 impl Record {
     /// One line saying what happened, used for the pod annotation and `auditAnnotations`.
     pub fn summary(&self) -> String {
-        let mut s = format!(
-            "rule={} action={}",
-            self.rule.as_deref().unwrap_or("(defaultAction)"),
-            self.action
-        );
+        use std::fmt::Write as _;
+        // Writing into a String cannot fail.
+        let mut s = String::with_capacity(128);
+        let rule = self.rule.as_deref().unwrap_or("(defaultAction)");
+        let _ = write!(s, "rule={rule} action={}", self.action);
         for c in &self.changes {
-            if c.from == c.to {
-                s.push_str(&format!(
-                    "; {}: {} {} kept",
-                    c.container, c.from, c.quantity
-                ));
+            let _ = if c.from == c.to {
+                write!(s, "; {}: {} {} kept", c.container, c.from, c.quantity)
             } else {
-                s.push_str(&format!(
+                write!(
+                    s,
                     "; {}: {} {} -> {}",
                     c.container, c.from, c.quantity, c.to
-                ));
-            }
+                )
+            };
         }
         if let Some(pool) = &self.node_pool {
-            s.push_str(&format!("; nodePool={pool}"));
+            let _ = write!(s, "; nodePool={pool}");
         }
         s
     }
 
     /// `auditAnnotations` for the API server's audit log. Keys have no `/` (the API server prefixes
     /// `<webhook name>/` and drops keys that already contain one) and at most 63 characters.
-    pub fn audit_annotations(&self) -> BTreeMap<String, String> {
+    pub fn audit_annotations(&self) -> BTreeMap<&'static str, Cow<'_, str>> {
         let mut out = BTreeMap::new();
-        out.insert(
-            "rule".to_string(),
-            self.rule
-                .clone()
-                .unwrap_or_else(|| "(defaultAction)".into()),
-        );
-        out.insert("action".to_string(), self.action.to_string());
-        out.insert("outcome".to_string(), self.outcome.as_str().to_string());
+        let rule = self.rule.as_deref().unwrap_or("(defaultAction)");
+        out.insert("rule", Cow::Borrowed(rule));
+        out.insert("action", Cow::Borrowed(self.action));
+        out.insert("outcome", Cow::Borrowed(self.outcome.as_str()));
         if !self.changes.is_empty() || self.node_pool.is_some() {
-            out.insert("rewrites".to_string(), self.summary());
+            out.insert("rewrites", Cow::Owned(self.summary()));
         }
         if let Some(reason) = &self.reason {
-            out.insert("reason".to_string(), reason.clone());
+            out.insert("reason", Cow::Borrowed(reason.as_str()));
         }
         out
     }

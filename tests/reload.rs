@@ -141,13 +141,15 @@ async fn requests_under_load_see_one_whole_policy_or_the_other_and_none_is_lost(
     let mut reloader = reloader_for(dir.path(), &app);
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let mut clients = Vec::new();
     for _ in 0..4 {
-        let (app, stop) = (app.clone(), stop.clone());
+        let (app, stop, answered) = (app.clone(), stop.clone(), answered.clone());
         clients.push(tokio::spawn(async move {
             let mut seen = (0u32, 0u32);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let (status, rule) = rule_for_pod(&app).await;
+                answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 assert_eq!(status, StatusCode::OK);
                 match rule.as_str() {
                     "first" => seen.0 += 1,
@@ -159,6 +161,17 @@ async fn requests_under_load_see_one_whole_policy_or_the_other_and_none_is_lost(
             seen
         }));
     }
+    // Requests are in flight before the first reload and after the last one, however the test
+    // threads are scheduled on a busy machine.
+    let wait_for_answers = |at_least: u32| {
+        let answered = answered.clone();
+        async move {
+            while answered.load(std::sync::atomic::Ordering::Relaxed) < at_least {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        }
+    };
+    wait_for_answers(4).await;
     for generation in 2..40u32 {
         kubelet_write(
             dir.path(),
@@ -172,6 +185,8 @@ async fn requests_under_load_see_one_whole_policy_or_the_other_and_none_is_lost(
         assert_eq!(reloader.check(), Outcome::Replaced);
         tokio::task::yield_now().await;
     }
+    let after_reloads = answered.load(std::sync::atomic::Ordering::Relaxed);
+    wait_for_answers(after_reloads + 4).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut total = 0;
     for c in clients {
