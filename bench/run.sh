@@ -64,7 +64,8 @@ start_floor() {
   echo $! > "$work/pid"; wait_up 18601
 }
 start_webhook() {
-  RUST_LOG=warn taskset -c 0 target/release/gpu-slicer serve --offline --listen 127.0.0.1:18602 \
+  # The production log level: one JSON audit line per admission, to a file as a container's log.
+  RUST_LOG=info taskset -c 0 target/release/gpu-slicer serve --offline --listen 127.0.0.1:18602 \
     --certs-dir "$work/certs" 2>"$work/webhook.log" &
   echo $! > "$work/pid"; wait_up 18602
 }

@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use serde::Serialize;
 
@@ -131,11 +132,15 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// Writes the entry as one structured log line on the audit target (JSON fields with the JSON
-    /// log format).
+    /// Writes the entry on the audit target: as one JSON line straight to the log writer when logs
+    /// are JSON (see [`send_json_lines_to`]), else as a `tracing` event.
     pub fn emit(&self) {
         // The fields below cost allocations: skip them when audit lines are filtered out.
         if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+            return;
+        }
+        if let Some(write) = JSON_LINES.get() {
+            write(&self.json_line(time::OffsetDateTime::now_utc()));
             return;
         }
         let r = &self.record;
@@ -158,9 +163,82 @@ impl Entry {
             node_pool = r.node_pool.as_deref().unwrap_or(""),
             outcome = r.outcome.as_str(),
             reason = r.reason.as_deref().unwrap_or(""),
-            "admission decision"
+            "{AUDIT_MESSAGE}"
         );
     }
+
+    /// The entry as one JSON log line (with its newline), in the shape of the JSON log's other lines:
+    /// `timestamp`, `level`, `message`, the fields, `target`.
+    pub fn json_line(&self, at: time::OffsetDateTime) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            timestamp: String,
+            level: &'static str,
+            message: &'static str,
+            uid: &'a str,
+            namespace: &'a str,
+            pod: &'a str,
+            owner: String,
+            user: &'a str,
+            dry_run: bool,
+            rule: &'a str,
+            action: &'a str,
+            changes: &'a [Change],
+            node_pool: &'a str,
+            outcome: &'static str,
+            reason: &'a str,
+            target: &'static str,
+        }
+        // RFC 3339 in UTC with microseconds, as tracing-subscriber writes the other lines.
+        const TIMESTAMP: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+        );
+        let r = &self.record;
+        let line = Line {
+            timestamp: at
+                .to_offset(time::UtcOffset::UTC)
+                .format(TIMESTAMP)
+                .unwrap_or_default(),
+            level: "INFO",
+            message: AUDIT_MESSAGE,
+            uid: &self.uid,
+            namespace: &self.namespace,
+            pod: &self.pod,
+            owner: self
+                .owner
+                .as_ref()
+                .map_or_else(String::new, |o| format!("{}/{}", o.kind, o.name)),
+            user: &self.user,
+            dry_run: self.dry_run,
+            rule: r.rule.as_deref().unwrap_or("(defaultAction)"),
+            action: r.action,
+            changes: &r.changes,
+            node_pool: r.node_pool.as_deref().unwrap_or(""),
+            outcome: r.outcome.as_str(),
+            reason: r.reason.as_deref().unwrap_or(""),
+            target: TARGET,
+        };
+        let mut out = Vec::with_capacity(512);
+        // Serializing plain strings into memory cannot fail.
+        let _ = serde_json::to_writer(&mut out, &line);
+        out.push(b'\n');
+        out
+    }
+}
+
+/// The `message` of every audit line.
+pub const AUDIT_MESSAGE: &str = "admission decision";
+
+type LineWriter = Box<dyn Fn(&[u8]) + Send + Sync>;
+
+static JSON_LINES: OnceLock<LineWriter> = OnceLock::new();
+
+/// Sends audit lines, as JSON, to `write` (one call per complete line) instead of through `tracing`.
+/// `tracing`'s JSON layer turns every field into a `serde_json::Value` before writing; serializing
+/// the entry directly costs a fraction of that, on every admission (BENCHMARKS.md). The `RUST_LOG`
+/// filter still decides whether audit lines are written. Set once, by the log set-up of `serve`.
+pub fn send_json_lines_to(write: LineWriter) {
+    let _ = JSON_LINES.set(write);
 }
 
 /// Cuts a message to at most `max` bytes on a character boundary, marking the cut.
@@ -203,6 +281,49 @@ mod tests {
         let a = r.audit_annotations();
         assert!(a.keys().all(|k| !k.contains('/') && k.len() <= 63));
         assert_eq!(a["outcome"], "rewritten");
+    }
+
+    #[test]
+    fn the_json_line_has_the_shape_of_the_other_log_lines() {
+        let entry = Entry {
+            uid: "a48821b6".into(),
+            namespace: "ml-inference".into(),
+            pod: "llm-server-84f7f4dd45-".into(),
+            owner: Some(Owner {
+                kind: "ReplicaSet".into(),
+                name: "llm-server-84f7f4dd45".into(),
+            }),
+            user: "system:serviceaccount:kube-system:replicaset-controller".into(),
+            dry_run: false,
+            record: Record {
+                rule: Some("inference-mig".into()),
+                action: "mig",
+                changes: vec![Change {
+                    container: "vllm".into(),
+                    from: "nvidia.com/gpu".into(),
+                    to: "nvidia.com/mig-1g.10gb".into(),
+                    quantity: "1".into(),
+                }],
+                node_pool: Some("gpu-mig".into()),
+                outcome: Outcome::Rewritten,
+                reason: None,
+            },
+        };
+        let at = time::macros::datetime!(2026-11-26 06:26:12.701761 UTC);
+        let line = String::from_utf8(entry.json_line(at)).unwrap();
+        assert_eq!(
+            line,
+            concat!(
+                r#"{"timestamp":"2026-11-26T06:26:12.701761Z","level":"INFO","message":"admission decision","#,
+                r#""uid":"a48821b6","namespace":"ml-inference","pod":"llm-server-84f7f4dd45-","#,
+                r#""owner":"ReplicaSet/llm-server-84f7f4dd45","#,
+                r#""user":"system:serviceaccount:kube-system:replicaset-controller","dry_run":false,"#,
+                r#""rule":"inference-mig","action":"mig","#,
+                r#""changes":[{"container":"vllm","from":"nvidia.com/gpu","to":"nvidia.com/mig-1g.10gb","quantity":"1"}],"#,
+                r#""node_pool":"gpu-mig","outcome":"rewritten","reason":"","target":"gpu_slicer::audit"}"#,
+                "\n"
+            )
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::admission::{self, StaticFacts};
+use crate::audit;
 use crate::check;
 use crate::cluster::Cluster;
 use crate::engine::{self, Namespace};
@@ -219,25 +220,48 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs go through a background writer: the request thread formats a line and queues it, and one
+/// thread writes whatever has queued up with one write(2) (one audit line per admission would
+/// otherwise cost a system call each, about a third of the webhook's CPU; BENCHMARKS.md). Not lossy:
+/// when the queue is full, requests wait rather than audit lines being dropped. Dropping the guard
+/// writes what is queued.
+fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let terminal = std::io::stderr().is_terminal();
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("gpu-slicer-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     // JSON where a machine reads the logs (a pod), human-readable on a terminal.
-    if std::io::stderr().is_terminal() {
+    if terminal {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .init();
     } else {
+        let audit_writer = writer.clone();
+        audit::send_json_lines_to(Box::new(move |line| {
+            // A line that cannot be queued (the writer thread is gone) has nowhere else to go.
+            let _ = std::io::Write::write_all(&mut audit_writer.clone(), line);
+        }));
         tracing_subscriber::fmt()
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .init();
     }
+    guard
 }
+
+/// Log lines queued for the writer thread at most (~2 MiB of audit lines).
+const LOG_QUEUE_LINES: usize = 4096;
 
 fn load_policy(path: Option<&Path>) -> Result<Policy, String> {
     match path {
@@ -254,7 +278,7 @@ fn load_pools(dir: Option<&Path>) -> Result<NodePoolIndex, String> {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    init_logging();
+    let _log_writer = init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

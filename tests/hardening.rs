@@ -299,7 +299,7 @@ fn sigterm_drains_in_flight_requests_and_exits() {
             break v["addr"].as_str().unwrap().parse().unwrap();
         }
     };
-    std::thread::spawn(move || for _ in lines {});
+    let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<String>>());
     let ca = std::fs::read_to_string(dir.path().join("ca.crt")).unwrap();
 
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -347,6 +347,24 @@ fn sigterm_drains_in_flight_requests_and_exits() {
     assert!(
         std::net::TcpStream::connect(addr).is_err(),
         "still listening after exit"
+    );
+    // Every answered admission left its audit line, written out before the exit, each one JSON
+    // object whose `changes` is a list.
+    let log = log.join().unwrap();
+    let audit: Vec<serde_json::Value> = log
+        .iter()
+        .filter(|l| l.contains(r#""target":"gpu_slicer::audit""#))
+        .map(|l| serde_json::from_str(l).expect("an audit line is one JSON object"))
+        .collect();
+    assert_eq!(audit.len(), 9, "{log:#?}");
+    for line in &audit {
+        assert_eq!(line["message"], "admission decision");
+        assert_eq!(line["namespace"], "ml-inference");
+        assert!(line["changes"].is_array(), "{line}");
+    }
+    assert!(
+        log.last().unwrap().contains("all connections closed"),
+        "{log:#?}"
     );
 }
 
