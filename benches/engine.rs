@@ -1,5 +1,5 @@
 //! Criterion benchmarks: the engine alone (typical pod, 20-container pod, 200-rule policy) and the whole
-//! envelope (parse + decide + serialize) on the captured 3.4 KB Deployment pod review.
+//! envelope (parse + decide + serialize) on the captured 4.1 KB Deployment pod review.
 //!
 //!     cargo bench --bench engine
 
@@ -125,7 +125,7 @@ fn bench(c: &mut Criterion) {
         pools: NodePoolIndex::default(),
     };
     let body = REVIEW.as_bytes();
-    c.bench_function("envelope/parse+decide+serialize 3.4 KB review", |b| {
+    c.bench_function("envelope/parse+decide+serialize 4.1 KB review", |b| {
         b.iter(|| admission::review(black_box(body), &facts).unwrap())
     });
     c.bench_function("envelope/parse only", |b| {
