@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use json_patch::jsonptr::PointerBuf;
+use json_patch::jsonptr::{PointerBuf, Token};
 use json_patch::{AddOperation, PatchOperation, RemoveOperation};
 use serde_json::Value;
 
@@ -367,19 +367,14 @@ impl Planner<'_> {
             if target == WHOLE_GPU {
                 continue;
             }
-            let res = ["spec", u.section.field(), &u.index.to_string(), "resources"];
+            let index = u.index.to_string();
             for (present, field) in [(u.in_limits, "limits"), (u.in_requests, "requests")] {
                 if present {
-                    let base = PointerBuf::from_tokens(res.iter().copied().chain([field]));
-                    let mut from = base.clone();
-                    from.push_back(WHOLE_GPU);
-                    let mut to = base;
-                    to.push_back(target.as_str());
-                    patch.push(PatchOperation::Remove(RemoveOperation { path: from }));
-                    patch.push(PatchOperation::Add(AddOperation {
-                        path: to,
-                        value: u.quantity.clone(),
+                    let at = |name| ["spec", u.section.field(), &index, "resources", field, name];
+                    patch.push(PatchOperation::Remove(RemoveOperation {
+                        path: pointer(&at(WHOLE_GPU)),
                     }));
+                    patch.push(add(&at(&target), u.quantity.clone()));
                 }
             }
         }
@@ -694,9 +689,22 @@ fn change_line(c: &Change, rule: &Rule) -> String {
 
 fn add(tokens: &[&str], value: Value) -> PatchOperation {
     PatchOperation::Add(AddOperation {
-        path: PointerBuf::from_tokens(tokens.iter().copied()),
+        path: pointer(tokens),
         value,
     })
+}
+
+/// The JSON Pointer to `tokens` (unescaped), built in one allocation: patches are built on every
+/// admission.
+fn pointer(tokens: &[&str]) -> PointerBuf {
+    // Room for the separators and a few escapes (`/` and `~` take two characters).
+    let mut path = String::with_capacity(tokens.iter().map(|t| t.len() + 1).sum::<usize>() + 8);
+    for token in tokens {
+        path.push('/');
+        path.push_str(Token::new(*token).encoded());
+    }
+    // Encoded tokens, each after a `/`, always make a valid pointer.
+    PointerBuf::parse(path).unwrap_or_default()
 }
 
 /// Records the rewrite on the pod itself (an `add` replaces an existing value, RFC 6902 4.1).
