@@ -259,13 +259,13 @@ pub fn truncate(mut s: String, max: usize) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn summary_and_annotations_say_what_changed() {
-        let r = Record {
+    /// One whole GPU of `container` rewritten to a 1g.10gb slice by rule `inference-mig`.
+    fn mig_record(container: &str) -> Record {
+        Record {
             rule: Some("inference-mig".into()),
             action: "mig",
             changes: vec![Change {
-                container: "init:warmup".into(),
+                container: container.into(),
                 from: "nvidia.com/gpu".into(),
                 to: "nvidia.com/mig-1g.10gb".into(),
                 quantity: "1".into(),
@@ -273,7 +273,12 @@ mod tests {
             node_pool: Some("gpu-mig".into()),
             outcome: Outcome::Rewritten,
             reason: None,
-        };
+        }
+    }
+
+    #[test]
+    fn summary_and_annotations_say_what_changed() {
+        let r = mig_record("init:warmup");
         assert_eq!(
             r.summary(),
             "rule=inference-mig action=mig; init:warmup: nvidia.com/gpu 1 -> nvidia.com/mig-1g.10gb; nodePool=gpu-mig"
@@ -295,19 +300,7 @@ mod tests {
             }),
             user: "system:serviceaccount:kube-system:replicaset-controller".into(),
             dry_run: false,
-            record: Record {
-                rule: Some("inference-mig".into()),
-                action: "mig",
-                changes: vec![Change {
-                    container: "vllm".into(),
-                    from: "nvidia.com/gpu".into(),
-                    to: "nvidia.com/mig-1g.10gb".into(),
-                    quantity: "1".into(),
-                }],
-                node_pool: Some("gpu-mig".into()),
-                outcome: Outcome::Rewritten,
-                reason: None,
-            },
+            record: mig_record("vllm"),
         };
         let at = time::macros::datetime!(2026-11-26 06:26:12.701761 UTC);
         let line = String::from_utf8(entry.json_line(at)).unwrap();
