@@ -221,10 +221,9 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 /// Logs go through a background writer: the request thread formats a line and queues it, and one
-/// thread writes whatever has queued up with one write(2) (one audit line per admission would
-/// otherwise cost a system call each, about a third of the webhook's CPU; BENCHMARKS.md). Not lossy:
-/// when the queue is full, requests wait rather than audit lines being dropped. Dropping the guard
-/// writes what is queued.
+/// thread writes whatever has queued up with one write(2) (a write(2) per audit line cost ~1.5 us
+/// per admission; BENCHMARKS.md). Not lossy: when the queue is full, requests wait rather than audit
+/// lines being dropped. Dropping the guard writes what is queued.
 fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
