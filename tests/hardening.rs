@@ -271,8 +271,17 @@ async fn a_body_slower_than_the_deadline_gets_408() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
-#[test]
-fn sigterm_drains_in_flight_requests_and_exits() {
+/// The real binary, serving offline with the contract policy and `RUST_LOG=rust_log`, its stderr read
+/// by a thread that returns every line once the process exits.
+struct Binary {
+    child: std::process::Child,
+    addr: SocketAddr,
+    ca: String,
+    log: std::thread::JoinHandle<Vec<String>>,
+    _dir: tempfile::TempDir,
+}
+
+fn spawn_binary(rust_log: &str) -> Binary {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_gpu-slicer"))
         .args([
@@ -286,11 +295,11 @@ fn sigterm_drains_in_flight_requests_and_exits() {
         ])
         .arg(dir.path())
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", rust_log)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The JSON log line that says where it listens.
+    // The JSON log line that says where it listens (`gpu_slicer::cli` at info).
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let addr: SocketAddr = loop {
         let line = lines.next().expect("server exited early").unwrap();
@@ -301,7 +310,82 @@ fn sigterm_drains_in_flight_requests_and_exits() {
     };
     let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<String>>());
     let ca = std::fs::read_to_string(dir.path().join("ca.crt")).unwrap();
+    Binary {
+        child,
+        addr,
+        ca,
+        log,
+        _dir: dir,
+    }
+}
 
+fn send_sigterm(child: &std::process::Child) {
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+}
+
+/// Waits, up to the drain period, for a clean exit.
+fn wait_for_exit(child: &mut std::process::Child) {
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "did not exit within the drain period"
+        );
+        std::thread::yield_now();
+    };
+    assert!(status.success(), "exit status {status:?}");
+}
+
+fn audit_lines(log: &[String]) -> Vec<serde_json::Value> {
+    log.iter()
+        .filter(|l| l.contains(r#""target":"gpu_slicer::audit""#))
+        .map(|l| serde_json::from_str(l).expect("an audit line is one JSON object"))
+        .collect()
+}
+
+#[test]
+fn audit_lines_follow_rust_log() {
+    // Audit lines alone (the documented routing), and everything but them.
+    for (rust_log, audited) in [
+        ("warn,gpu_slicer::cli=info,gpu_slicer::audit=info", 1),
+        ("info,gpu_slicer::audit=off", 0),
+    ] {
+        let Binary {
+            mut child,
+            addr,
+            ca,
+            log,
+            ..
+        } = spawn_binary(rust_log);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let conn = connector(&ca, &[&rustls::version::TLS13]);
+            let mut s = tls(addr, &conn).await.unwrap();
+            assert_eq!(post(&mut s, &body()).await.unwrap(), 200);
+        });
+        send_sigterm(&child);
+        wait_for_exit(&mut child);
+        let log = log.join().unwrap();
+        assert_eq!(audit_lines(&log).len(), audited, "{rust_log}: {log:#?}");
+    }
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_and_exits() {
+    let Binary {
+        mut child,
+        addr,
+        ca,
+        log,
+        ..
+    } = spawn_binary("info");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let conn = connector(&ca, &[&rustls::version::TLS13]);
@@ -320,8 +404,7 @@ fn sigterm_drains_in_flight_requests_and_exits() {
         let mut idle = tls(addr, &conn).await.unwrap();
         assert_eq!(post(&mut idle, &body).await.unwrap(), 200);
 
-        let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-        assert!(term.success());
+        send_sigterm(&child);
         // The idle connection is closed promptly by the drain.
         let mut buf = [0u8; 16];
         let closed = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await.expect("idle keep-alive connection closed on shutdown");
@@ -332,18 +415,7 @@ fn sigterm_drains_in_flight_requests_and_exits() {
             assert_eq!(read_response(&mut s).await.unwrap(), 200, "an in-flight request failed during the drain");
         }
     });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "did not exit within the drain period"
-        );
-        std::thread::yield_now();
-    };
-    assert!(status.success(), "exit status {status:?}");
+    wait_for_exit(&mut child);
     assert!(
         std::net::TcpStream::connect(addr).is_err(),
         "still listening after exit"
@@ -351,11 +423,7 @@ fn sigterm_drains_in_flight_requests_and_exits() {
     // Every answered admission left its audit line, written out before the exit, each one JSON
     // object whose `changes` is a list.
     let log = log.join().unwrap();
-    let audit: Vec<serde_json::Value> = log
-        .iter()
-        .filter(|l| l.contains(r#""target":"gpu_slicer::audit""#))
-        .map(|l| serde_json::from_str(l).expect("an audit line is one JSON object"))
-        .collect();
+    let audit = audit_lines(&log);
     assert_eq!(audit.len(), 9, "{log:#?}");
     for line in &audit {
         assert_eq!(line["message"], "admission decision");
