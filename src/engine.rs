@@ -572,30 +572,28 @@ impl Planner<'_> {
         patch: &mut Vec<PatchOperation>,
     ) -> Result<(), String> {
         let rule = self.rule;
-        let mut wanted: Vec<(&str, &str, String)> = Vec::new();
+        let mut wanted: Vec<(&str, &str, SelectorSource)> = Vec::new();
         if let Some(name) = rule.node_pool.as_deref() {
-            wanted.push((NODEPOOL_LABEL, name, format!("nodePool {name}")));
+            wanted.push((NODEPOOL_LABEL, name, SelectorSource::RulePool(name)));
         }
         if let Some(pool) = pool {
             for (k, v) in pool.routing_labels() {
-                wanted.push((k, v, format!("NodePool {} template label", pool.name)));
+                wanted.push((k, v, SelectorSource::PoolTemplate(&pool.name)));
             }
         }
         for (k, v) in &rule.node_selector {
-            wanted.push((k, v, format!("rule {} nodeSelector", rule.name)));
+            wanted.push((k, v, SelectorSource::RuleSelector(&rule.name)));
         }
         let mut selector: Vec<(&str, &str)> = Vec::new();
         for (k, v, source) in &wanted {
             match selector.iter().find(|(sk, _)| sk == k) {
                 Some((_, sv)) if sv == v => {}
                 Some((_, sv)) => {
+                    let first = wanted.iter().find(|(wk, _, _)| wk == k).map(|w| &w.2);
                     return Err(format!(
                         "policy inconsistency in rule {}: {} says {k}={sv} but {source} says {k}={v}; tell the platform team",
                         rule.name,
-                        wanted
-                            .iter()
-                            .find(|(wk, _, _)| wk == k)
-                            .map_or("", |(_, _, s)| s.as_str())
+                        first.unwrap_or(source)
                     ));
                 }
                 None => selector.push((k, v)),
@@ -660,6 +658,23 @@ impl Planner<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// Where a node selector the pod needs comes from; named only when two of them disagree.
+enum SelectorSource<'a> {
+    RulePool(&'a str),
+    PoolTemplate(&'a str),
+    RuleSelector(&'a str),
+}
+
+impl std::fmt::Display for SelectorSource<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SelectorSource::RulePool(name) => write!(f, "nodePool {name}"),
+            SelectorSource::PoolTemplate(pool) => write!(f, "NodePool {pool} template label"),
+            SelectorSource::RuleSelector(rule) => write!(f, "rule {rule} nodeSelector"),
+        }
     }
 }
 

@@ -432,6 +432,12 @@ fn a_rule_selector_contradicting_its_nodepool_is_a_clear_denial() {
         .denied
         .unwrap();
     assert!(msg.contains("policy inconsistency"), "{msg}");
+    // Both sides are named: the NodePool's template label first, then the rule's selector.
+    assert!(
+        msg.contains("NodePool gpu-mig template label says nvidia.com/mig.config=")
+            && msg.contains("but rule r nodeSelector says nvidia.com/mig.config=all-1g.10gb"),
+        "{msg}"
+    );
 }
 
 #[test]
