@@ -65,8 +65,8 @@ start_floor() {
 }
 start_webhook() {
   # The production log level: one JSON audit line per admission, formatted and written. Written to
-  # /dev/null, as a container's stderr goes to a pipe: a file here would put this disk's writeback
-  # (hundreds of MB of audit lines per run) in the latency figures.
+  # /dev/null, as a container's stderr goes to a pipe: with a file on this disk (hundreds of MB of
+  # audit lines per run) p99.9 rose from ~3 ms to ~15 ms (BENCHMARKS.md).
   RUST_LOG=info taskset -c 0 target/release/gpu-slicer serve --offline --listen 127.0.0.1:18602 \
     --certs-dir "$work/certs" 2>/dev/null &
   echo $! > "$work/pid"; wait_up 18602

@@ -396,13 +396,15 @@ pub fn respond(uid: &str, decision: &Decision) -> Vec<u8> {
         .map(|a| {
             a.audit_annotations()
                 .into_iter()
-                .map(|(k, v)| match v {
-                    Cow::Owned(v) => (k, Cow::Owned(audit::truncate(v, MAX_AUDIT_VALUE))),
-                    Cow::Borrowed(v) if v.len() > MAX_AUDIT_VALUE => (
-                        k,
-                        Cow::Owned(audit::truncate(v.to_string(), MAX_AUDIT_VALUE)),
-                    ),
-                    v => (k, v),
+                .map(|(k, v)| {
+                    if v.len() > MAX_AUDIT_VALUE {
+                        (
+                            k,
+                            Cow::Owned(audit::truncate(v.into_owned(), MAX_AUDIT_VALUE)),
+                        )
+                    } else {
+                        (k, v)
+                    }
                 })
                 .collect()
         })

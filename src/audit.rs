@@ -66,13 +66,17 @@ pub struct Record {
 }
 
 impl Record {
+    /// The matching rule's name, or `(defaultAction)` when the policy's default applied.
+    pub fn rule_name(&self) -> &str {
+        self.rule.as_deref().unwrap_or("(defaultAction)")
+    }
+
     /// One line saying what happened, used for the pod annotation and `auditAnnotations`.
     pub fn summary(&self) -> String {
         use std::fmt::Write as _;
         // Writing into a String cannot fail.
         let mut s = String::with_capacity(128);
-        let rule = self.rule.as_deref().unwrap_or("(defaultAction)");
-        let _ = write!(s, "rule={rule} action={}", self.action);
+        let _ = write!(s, "rule={} action={}", self.rule_name(), self.action);
         for c in &self.changes {
             let _ = if c.from == c.to {
                 write!(s, "; {}: {} {} kept", c.container, c.from, c.quantity)
@@ -94,8 +98,7 @@ impl Record {
     /// `<webhook name>/` and drops keys that already contain one) and at most 63 characters.
     pub fn audit_annotations(&self) -> BTreeMap<&'static str, Cow<'_, str>> {
         let mut out = BTreeMap::new();
-        let rule = self.rule.as_deref().unwrap_or("(defaultAction)");
-        out.insert("rule", Cow::Borrowed(rule));
+        out.insert("rule", Cow::Borrowed(self.rule_name()));
         out.insert("action", Cow::Borrowed(self.action));
         out.insert("outcome", Cow::Borrowed(self.outcome.as_str()));
         if !self.changes.is_empty() || self.node_pool.is_some() {
@@ -132,6 +135,13 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The owner as `Kind/name`, empty for a bare pod.
+    fn owner_text(&self) -> String {
+        self.owner
+            .as_ref()
+            .map_or_else(String::new, |o| format!("{}/{}", o.kind, o.name))
+    }
+
     /// Writes the entry on the audit target: as one JSON line straight to the log writer when logs
     /// are JSON (see [`send_json_lines_to`]), else as a `tracing` event.
     pub fn emit(&self) {
@@ -144,20 +154,17 @@ impl Entry {
             return;
         }
         let r = &self.record;
-        let owner = self
-            .owner
-            .as_ref()
-            .map(|o| format!("{}/{}", o.kind, o.name));
+        let owner = self.owner_text();
         let changes = serde_json::to_string(&r.changes).unwrap_or_default();
         tracing::info!(
             target: TARGET,
             uid = %self.uid,
             namespace = %self.namespace,
             pod = %self.pod,
-            owner = owner.as_deref().unwrap_or(""),
+            owner = owner.as_str(),
             user = %self.user,
             dry_run = self.dry_run,
-            rule = r.rule.as_deref().unwrap_or("(defaultAction)"),
+            rule = r.rule_name(),
             action = r.action,
             changes = %changes,
             node_pool = r.node_pool.as_deref().unwrap_or(""),
@@ -204,13 +211,10 @@ impl Entry {
             uid: &self.uid,
             namespace: &self.namespace,
             pod: &self.pod,
-            owner: self
-                .owner
-                .as_ref()
-                .map_or_else(String::new, |o| format!("{}/{}", o.kind, o.name)),
+            owner: self.owner_text(),
             user: &self.user,
             dry_run: self.dry_run,
-            rule: r.rule.as_deref().unwrap_or("(defaultAction)"),
+            rule: r.rule_name(),
             action: r.action,
             changes: &r.changes,
             node_pool: r.node_pool.as_deref().unwrap_or(""),
