@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use json_patch::jsonptr::{PointerBuf, Token};
+use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation};
 use serde_json::Value;
 
@@ -266,11 +266,13 @@ impl Planner<'_> {
         }
     }
 
-    fn warn(&mut self, message: String) {
-        self.warnings.push(audit::truncate(
-            format!("gpu-slicer: {message}"),
-            MAX_WARNING_LEN,
-        ));
+    /// Adds a warning line; takes `format_args!` so each line is formatted once, into its own buffer.
+    fn warn(&mut self, message: impl std::fmt::Display) {
+        use std::fmt::Write as _;
+        let mut line = String::with_capacity(96);
+        // Writing into a String cannot fail.
+        let _ = write!(line, "gpu-slicer: {message}");
+        self.warnings.push(audit::truncate(line, MAX_WARNING_LEN));
     }
 
     fn deny(self, message: String) -> Decision {
@@ -319,7 +321,7 @@ impl Planner<'_> {
                     ..Decision::untouched()
                 };
             }
-            self.warn(format!(
+            self.warn(format_args!(
                 "{EXCLUSIVE_ANNOTATION} ignored: rule {} does not allow opting out",
                 rule.name
             ));
@@ -398,11 +400,10 @@ impl Planner<'_> {
         // Nothing to change (e.g. our own output, reinvoked): say nothing new.
         if !patch.is_empty() {
             for c in &record.changes {
-                let line = change_line(c, rule);
-                self.warn(line);
+                self.warn(ChangeLine(c, rule));
             }
             if let Some(pool) = &rule.node_pool {
-                self.warn(format!("routed to Karpenter NodePool {pool}"));
+                self.warn(format_args!("routed to Karpenter NodePool {pool}"));
             }
             annotate(self.pod, record.summary(), &mut patch);
         }
@@ -422,7 +423,10 @@ impl Planner<'_> {
                     Action::Exclusive => "the rule gives whole GPUs",
                     _ => "shared GPUs have no memory isolation",
                 };
-                self.warn(format!("{key} ignored: {why} (rule {})", self.rule.name));
+                self.warn(format_args!(
+                    "{key} ignored: {why} (rule {})",
+                    self.rule.name
+                ));
             }
         }
     }
@@ -558,7 +562,7 @@ impl Planner<'_> {
             }
         }
         for c in multi_mig {
-            self.warn(format!(
+            self.warn(format_args!(
                 "container {c:?} gets several MIG devices; a CUDA process uses only one of them"
             ));
         }
@@ -679,26 +683,35 @@ impl std::fmt::Display for SelectorSource<'_> {
 }
 
 /// The warning line for one container's change.
-fn change_line(c: &Change, rule: &Rule) -> String {
-    if c.from != c.to {
-        return format!(
-            "{}: {} {} -> {} (rule {})",
-            c.container, c.from, c.quantity, c.to, rule.name
-        );
-    }
-    match rule.action {
-        Action::Timeslice => format!(
-            "{}: {} {} is a time-sliced replica (rule {})",
-            c.container, c.from, c.quantity, rule.name
-        ),
-        Action::Mps => format!(
-            "{}: {} {} is an MPS replica (rule {})",
-            c.container, c.from, c.quantity, rule.name
-        ),
-        _ => format!(
-            "{} keeps {} whole GPU(s) (rule {})",
-            c.container, c.quantity, rule.name
-        ),
+struct ChangeLine<'a>(&'a Change, &'a Rule);
+
+impl std::fmt::Display for ChangeLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ChangeLine(c, rule) = self;
+        if c.from != c.to {
+            return write!(
+                f,
+                "{}: {} {} -> {} (rule {})",
+                c.container, c.from, c.quantity, c.to, rule.name
+            );
+        }
+        match rule.action {
+            Action::Timeslice => write!(
+                f,
+                "{}: {} {} is a time-sliced replica (rule {})",
+                c.container, c.from, c.quantity, rule.name
+            ),
+            Action::Mps => write!(
+                f,
+                "{}: {} {} is an MPS replica (rule {})",
+                c.container, c.from, c.quantity, rule.name
+            ),
+            _ => write!(
+                f,
+                "{} keeps {} whole GPU(s) (rule {})",
+                c.container, c.quantity, rule.name
+            ),
+        }
     }
 }
 
@@ -712,31 +725,29 @@ fn add(tokens: &[&str], value: Value) -> PatchOperation {
 /// The JSON Pointer to `tokens` (unescaped), built in one allocation: patches are built on every
 /// admission.
 fn pointer(tokens: &[&str]) -> PointerBuf {
-    // Room for the separators and a few escapes (`/` and `~` take two characters).
-    let mut path = String::with_capacity(tokens.iter().map(|t| t.len() + 1).sum::<usize>() + 8);
+    // Room for the separators and a few escapes (`/` and `~` take two characters). The empty string
+    // is the root pointer; `push_back` encodes each token into the reserved room, with no re-parse.
+    let room = tokens.iter().map(|t| t.len() + 1).sum::<usize>() + 8;
+    let mut path = PointerBuf::parse(String::with_capacity(room)).unwrap_or_default();
     for token in tokens {
-        path.push('/');
-        path.push_str(Token::new(*token).encoded());
+        path.push_back(*token);
     }
-    // Encoded tokens, each after a `/`, always make a valid pointer.
-    PointerBuf::parse(path).unwrap_or_default()
+    path
 }
 
 /// Records the rewrite on the pod itself (an `add` replaces an existing value, RFC 6902 4.1).
 fn annotate(pod: &Pod, summary: String, patch: &mut Vec<PatchOperation>) {
     let summary = Value::String(summary);
-    let mut annotations = serde_json::Map::new();
-    annotations.insert(audit::REWRITTEN_ANNOTATION.to_string(), summary.clone());
+    let annotations = || serde_json::json!({ audit::REWRITTEN_ANNOTATION: summary });
     match &pod.metadata {
         // No metadata at all (never from an API server, but a patch must apply to what it was given).
         None => patch.push(add(
             &["metadata"],
-            serde_json::json!({ "annotations": annotations }),
+            serde_json::json!({ "annotations": annotations() }),
         )),
-        Some(meta) if meta.annotations.is_none() => patch.push(add(
-            &["metadata", "annotations"],
-            Value::Object(annotations),
-        )),
+        Some(meta) if meta.annotations.is_none() => {
+            patch.push(add(&["metadata", "annotations"], annotations()))
+        }
         Some(_) => patch.push(add(
             &["metadata", "annotations", audit::REWRITTEN_ANNOTATION],
             summary,
