@@ -1,5 +1,6 @@
 //! Criterion benchmarks: the engine alone (typical pod, 20-container pod, 200-rule policy) and the whole
-//! envelope (parse + decide + serialize) on the captured 4.1 KB Deployment pod review.
+//! envelope (parse + decide + serialize) on the captured 4.1 KB Deployment pod review, beside the cost
+//! of merely scanning that review with serde_json (the floor of any read of it).
 //!
 //!     cargo bench --bench engine
 
@@ -135,6 +136,11 @@ fn bench(c: &mut Criterion) {
                 .pod_namespace()
                 .map(str::len)
         })
+    });
+    // The lower bound of any read of the body with serde_json: every token scanned, nothing kept.
+    // `parse only` minus this is what the typed pod view itself costs.
+    c.bench_function("envelope/serde_json skim, nothing kept", |b| {
+        b.iter(|| serde_json::from_slice::<serde::de::IgnoredAny>(black_box(body)).unwrap())
     });
 }
 
