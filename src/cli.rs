@@ -383,14 +383,7 @@ async fn cluster_client(args: &ServeArgs) -> Result<Option<kube::Client>, String
         return Ok(None);
     }
     let config = if let Some(path) = &args.kubeconfig {
-        let kubeconfig = kube::config::Kubeconfig::read_from(path)
-            .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
-        kube::Config::from_custom_kubeconfig(
-            kubeconfig,
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await
-        .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?
+        kubeconfig_file(path).await?
     } else if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
         kube::Config::incluster()
             .map_err(|e| format!("in-cluster config: {e} (use --offline to run without the API)"))?
@@ -400,6 +393,15 @@ async fn cluster_client(args: &ServeArgs) -> Result<Option<kube::Client>, String
     kube::Client::try_from(config)
         .map(Some)
         .map_err(|e| format!("API client: {e}"))
+}
+
+/// The client configuration a `--kubeconfig` file names (its current context).
+async fn kubeconfig_file(path: &Path) -> Result<kube::Config, String> {
+    let failed = |e: &dyn std::fmt::Display| format!("--kubeconfig {}: {e}", path.display());
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| failed(&e))?;
+    kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(|e| failed(&e))
 }
 
 /// Exit codes of `mutate`: 0 allowed, 1 denied, 2 bad input.
@@ -642,16 +644,7 @@ fn inventory_from_cluster(kubeconfig: Option<&Path>) -> Result<plan::Inventory, 
         .map_err(|e| e.to_string())?;
     let objects = runtime.block_on(async {
         let config = match kubeconfig {
-            Some(path) => {
-                let kc = kube::config::Kubeconfig::read_from(path)
-                    .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
-                kube::Config::from_custom_kubeconfig(
-                    kc,
-                    &kube::config::KubeConfigOptions::default(),
-                )
-                .await
-                .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?
-            }
+            Some(path) => kubeconfig_file(path).await?,
             None => kube::Config::infer()
                 .await
                 .map_err(|e| format!("no cluster configuration: {e}"))?,

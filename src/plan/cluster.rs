@@ -131,33 +131,30 @@ pub fn workloads_from_objects(objects: &[Value]) -> (Vec<Workload>, Vec<String>)
 /// Lists every Deployment, StatefulSet and Job in the cluster (as JSON, with `kind` set).
 pub async fn list_workloads(client: kube::Client) -> Result<Vec<Value>, kube::Error> {
     use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch};
-    use kube::api::{Api, ListParams};
-    let lp = ListParams::default();
     let mut out = Vec::new();
-    let tag = |mut v: Value, kind: &str| {
-        v["kind"] = Value::from(kind);
-        v
-    };
-    for d in Api::<apps::Deployment>::all(client.clone())
-        .list(&lp)
-        .await?
-    {
-        out.push(tag(
-            serde_json::to_value(d).unwrap_or_default(),
-            "Deployment",
-        ));
-    }
-    for s in Api::<apps::StatefulSet>::all(client.clone())
-        .list(&lp)
-        .await?
-    {
-        out.push(tag(
-            serde_json::to_value(s).unwrap_or_default(),
-            "StatefulSet",
-        ));
-    }
-    for j in Api::<batch::Job>::all(client).list(&lp).await? {
-        out.push(tag(serde_json::to_value(j).unwrap_or_default(), "Job"));
-    }
+    list_into::<apps::Deployment>(&client, &mut out).await?;
+    list_into::<apps::StatefulSet>(&client, &mut out).await?;
+    list_into::<batch::Job>(&client, &mut out).await?;
     Ok(out)
+}
+
+/// Appends every `K` in the cluster as JSON, with `kind` set (list items come without it).
+async fn list_into<K>(client: &kube::Client, out: &mut Vec<Value>) -> Result<(), kube::Error>
+where
+    K: k8s_openapi::Resource
+        + kube::Resource<DynamicType = ()>
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + Clone
+        + std::fmt::Debug,
+{
+    let items = kube::Api::<K>::all(client.clone())
+        .list(&kube::api::ListParams::default())
+        .await?;
+    for item in items {
+        let mut v = serde_json::to_value(item).unwrap_or_default();
+        v["kind"] = Value::from(K::KIND);
+        out.push(v);
+    }
+    Ok(())
 }
