@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 
 use crate::audit::{self, Entry, Owner};
 use crate::engine::{self, Decision, Namespace};
+use crate::mode;
 use crate::nodepool::NodePoolIndex;
 use crate::pod::Pod;
 use crate::policy::Policy;
@@ -321,17 +322,21 @@ impl Request {
                     pools,
                 );
                 if d.audit.is_some() {
+                    let rule = policy.rule_for(&namespace, &fallback);
                     engine::refuse(
                         format!(
                             "gpu-slicer: the labels of namespace {namespace:?} could not be read ({why}) and the GPU policy selects rules by namespace labels; retry in a moment"
                         ),
-                        policy.rule_for(&namespace, &fallback),
+                        rule,
+                        // Audit mode never denies, not even on missing facts.
+                        rule.map_or(policy.mode, |r| r.mode),
                     )
                 } else {
                     d
                 }
             }
         };
+        let decision = mode::apply(decision);
         let body = respond(&self.uid, &decision);
         let (patched, denied) = (!decision.patch.is_empty(), decision.denied.is_some());
         let audit = decision.audit.map(|record| Entry {

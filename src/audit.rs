@@ -26,6 +26,15 @@ pub enum Outcome {
     /// The developer kept whole GPUs with `gpu-slicer.io/exclusive`, and the rule allows it.
     OptedOut,
     Denied,
+    /// Audit mode: enforce would have rewritten the GPU requests; the pod was left as it was.
+    #[serde(rename = "would-rewrite")]
+    WouldRewrite,
+    /// Audit mode: enforce would have added routing only (node selectors, tolerations).
+    #[serde(rename = "would-route")]
+    WouldRoute,
+    /// Audit mode: enforce would have denied the pod; it was allowed.
+    #[serde(rename = "would-deny")]
+    WouldDeny,
 }
 
 impl Outcome {
@@ -36,6 +45,9 @@ impl Outcome {
             Outcome::Unchanged => "unchanged",
             Outcome::OptedOut => "optedOut",
             Outcome::Denied => "denied",
+            Outcome::WouldRewrite => "would-rewrite",
+            Outcome::WouldRoute => "would-route",
+            Outcome::WouldDeny => "would-deny",
         }
     }
 }

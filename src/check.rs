@@ -40,6 +40,14 @@ pub fn check(
     ops: Option<&GpuOperatorConfigs>,
 ) -> Report {
     let mut report = Report::default();
+    let audited: Vec<&str> = policy.audited_rules().collect();
+    if !audited.is_empty() {
+        // Not a problem, but a rollout step someone must remember to finish.
+        report.notes.push(format!(
+            "in audit mode (warn \"would ...\", change nothing): rule(s) {}",
+            audited.join(", ")
+        ));
+    }
     let Some(pools) = pools else {
         report
             .notes

@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::nodepool::NodePoolIndex;
 use crate::plan;
 use crate::pod::Pod;
-use crate::policy::Policy;
+use crate::policy::{Mode, Policy};
 use crate::reload::PolicyReloader;
 use crate::server::{self, App, Bound, Limits};
 use crate::tls;
@@ -170,6 +170,25 @@ pub struct MutateArgs {
     /// Namespace labels (key=value), for rules with a namespaceSelector.
     #[arg(long = "namespace-label", value_parser = parse_label)]
     pub namespace_labels: Vec<(String, String)>,
+    /// Decide as if every rule were in this mode (default: as the policy says).
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
+}
+
+/// `--mode`: the policy's `spec.mode` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ModeArg {
+    Enforce,
+    Audit,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Mode {
+        match m {
+            ModeArg::Enforce => Mode::Enforce,
+            ModeArg::Audit => Mode::Audit,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -429,7 +448,10 @@ fn read_input(file: &str) -> Result<String, String> {
 }
 
 fn mutate_inner(args: &MutateArgs) -> Result<bool, String> {
-    let policy = load_policy(args.policy.as_deref())?;
+    let mut policy = load_policy(args.policy.as_deref())?;
+    if let Some(mode) = args.mode {
+        policy.force_mode(mode.into());
+    }
     let pools = load_pools(args.nodepools.as_deref())?;
     let text = read_input(&args.file)?;
     let docs = crate::yaml::documents(&text).map_err(|e| format!("{}: {e}", args.file))?;
@@ -485,6 +507,8 @@ fn mutate_inner(args: &MutateArgs) -> Result<bool, String> {
         &policy,
         &pools,
     );
+    // What the webhook answers: in audit mode, allowed and unpatched, with "would ..." warnings.
+    let decision = crate::mode::apply(decision);
 
     for w in &decision.warnings {
         eprintln!("Warning: {w}");

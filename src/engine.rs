@@ -18,7 +18,9 @@ use crate::audit::{self, Change, Outcome, Record};
 use crate::catalog;
 use crate::nodepool::{NODEPOOL_LABEL, NodePool, NodePoolIndex};
 use crate::pod::{Pod, Section, Toleration};
-use crate::policy::{Action, DefaultAction, MIG_PREFIX, MigStrategy, Policy, Rule, WHOLE_GPU};
+use crate::policy::{
+    Action, DefaultAction, MIG_PREFIX, MigStrategy, Mode, Policy, Rule, WHOLE_GPU,
+};
 use crate::quantity;
 
 /// Developer annotation: ask for a specific MIG profile.
@@ -48,6 +50,9 @@ pub struct Decision {
     pub warnings: Vec<String>,
     /// Present for every pod that asks for a GPU resource.
     pub audit: Option<Record>,
+    /// The mode of the rule (or `defaultAction`) that decided: the decision above is always what
+    /// enforce does; [`crate::mode::apply`] turns it into the audit-mode answer.
+    pub mode: Mode,
 }
 
 impl Decision {
@@ -61,6 +66,7 @@ impl Decision {
             patch: Vec::new(),
             warnings: Vec::new(),
             audit: None,
+            mode: Mode::Enforce,
         }
     }
 }
@@ -201,6 +207,7 @@ pub fn decide(pod: &Pod, ns: Namespace<'_>, policy: &Policy, pools: &NodePoolInd
         return match policy.default_action {
             DefaultAction::Passthrough => Decision {
                 audit: Some(record(Outcome::Unchanged, None)),
+                mode: policy.mode,
                 ..Decision::untouched()
             },
             DefaultAction::Deny => {
@@ -208,7 +215,10 @@ pub fn decide(pod: &Pod, ns: Namespace<'_>, policy: &Policy, pools: &NodePoolInd
                     "gpu-slicer: no rule of the GPU policy covers namespace {:?} and its defaultAction is deny; ask the platform team for GPU access",
                     ns.name
                 );
-                deny(msg, record(Outcome::Denied, None), Vec::new())
+                Decision {
+                    mode: policy.mode,
+                    ..deny(msg, record(Outcome::Denied, None), Vec::new())
+                }
             }
         };
     };
@@ -223,8 +233,9 @@ pub fn decide(pod: &Pod, ns: Namespace<'_>, policy: &Policy, pools: &NodePoolInd
     .run()
 }
 
-/// A denial decided outside the engine's rules (e.g. facts that could not be read), audited like any.
-pub fn refuse(message: String, rule: Option<&Rule>) -> Decision {
+/// A denial decided outside the engine's rules (e.g. facts that could not be read), audited like any;
+/// `mode` is the mode of the rule (or the policy) it stands in for.
+pub fn refuse(message: String, rule: Option<&Rule>, mode: Mode) -> Decision {
     let record = Record {
         rule: rule.map(|r| r.name.clone()),
         action: rule.map_or("unknown", |r| r.action.as_str()),
@@ -234,7 +245,10 @@ pub fn refuse(message: String, rule: Option<&Rule>) -> Decision {
         outcome: Outcome::Denied,
         reason: None,
     };
-    deny(message, record, Vec::new())
+    Decision {
+        mode,
+        ..deny(message, record, Vec::new())
+    }
 }
 
 fn deny(message: String, mut record: Record, warnings: Vec<String>) -> Decision {
@@ -246,6 +260,7 @@ fn deny(message: String, mut record: Record, warnings: Vec<String>) -> Decision 
         patch: Vec::new(),
         warnings,
         audit: Some(record),
+        mode: Mode::Enforce,
     }
 }
 
@@ -282,7 +297,10 @@ impl Planner<'_> {
 
     fn deny(self, message: String) -> Decision {
         let record = self.record(Outcome::Denied);
-        deny(format!("gpu-slicer: {message}"), record, self.warnings)
+        Decision {
+            mode: self.rule.mode,
+            ..deny(format!("gpu-slicer: {message}"), record, self.warnings)
+        }
     }
 
     fn run(mut self) -> Decision {
@@ -291,6 +309,7 @@ impl Planner<'_> {
             Action::Passthrough => {
                 return Decision {
                     audit: Some(self.record(Outcome::Unchanged)),
+                    mode: rule.mode,
                     ..Decision::untouched()
                 };
             }
@@ -323,6 +342,7 @@ impl Planner<'_> {
                 return Decision {
                     warnings,
                     audit: Some(self.record(Outcome::OptedOut)),
+                    mode: rule.mode,
                     ..Decision::untouched()
                 };
             }
@@ -430,6 +450,7 @@ impl Planner<'_> {
             patch,
             warnings: self.warnings,
             audit: Some(record),
+            mode: rule.mode,
         }
     }
 

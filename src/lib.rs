@@ -9,6 +9,7 @@
 //! - [`nodepool`]: Karpenter NodePools as routing facts;
 //! - [`admission`]: the AdmissionReview envelope;
 //! - [`server`], [`tls`]: HTTPS, certificates, shutdown;
+//! - [`mode`]: audit mode (decide as enforce, answer "would ..." and change nothing);
 //! - [`audit`], [`metrics`]: the audit trail and Prometheus metrics;
 //! - [`cli`]: the `gpu-slicer` command line.
 
@@ -22,6 +23,7 @@ pub mod engine;
 pub mod gpu_operator;
 pub mod karpenter;
 pub mod metrics;
+pub mod mode;
 pub mod nodepool;
 pub mod plan;
 pub mod pod;

@@ -12,7 +12,8 @@ use crate::cluster::ClusterMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AdmissionLabels {
-    /// rewritten | routed | unchanged | optedOut | denied | ignored (not a pod CREATE or no GPU)
+    /// rewritten | routed | unchanged | optedOut | denied | ignored (not a pod CREATE or no GPU);
+    /// in audit mode would-rewrite | would-route | would-deny
     pub outcome: &'static str,
     pub action: &'static str,
     pub rule: String,

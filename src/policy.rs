@@ -66,6 +66,31 @@ impl Action {
     }
 }
 
+/// Whether decisions are carried out (`enforce`) or only reported (`audit`): a rollout starts in
+/// audit, where the webhook decides exactly as in enforce but answers "allowed, no patch" and says
+/// what it would have done (warnings `gpu-slicer (audit): would ...`, outcomes `would-rewrite`,
+/// `would-deny`), like Kyverno's `Audit` and Gatekeeper's `dryrun`/`warn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Audit,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        }
+    }
+
+    fn is_enforce(&self) -> bool {
+        *self == Mode::Enforce
+    }
+}
+
 /// What happens to GPU pods in namespaces that no rule matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -90,6 +115,9 @@ pub struct PolicyFile {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PolicySpec {
+    /// The mode of every rule that does not set its own, and of `defaultAction`.
+    #[serde(default, skip_serializing_if = "Mode::is_enforce")]
+    pub mode: Mode,
     #[serde(default)]
     pub default_action: DefaultAction,
     #[serde(default)]
@@ -105,6 +133,9 @@ pub struct RuleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
     pub action: Action,
+    /// Overrides `spec.mode` for this rule (switch to enforce rule by rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mig: Option<MigSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -243,6 +274,8 @@ impl LabelSelector {
 pub struct Rule {
     pub name: String,
     pub action: Action,
+    /// The rule's own mode, else the policy's.
+    pub mode: Mode,
     pub namespace_selector: Option<LabelSelector>,
     /// `mig`: the default profile.
     pub mig_profile: Option<String>,
@@ -299,6 +332,8 @@ pub fn mig_resource(
 /// A validated policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
+    /// `spec.mode`: the mode of `defaultAction` decisions and of rules that set none.
+    pub mode: Mode,
     pub default_action: DefaultAction,
     pub rules: Vec<Rule>,
     /// Every resource name a `timeslice`/`mps` rule or a time-sliced `mig` rule uses: pods asking for
@@ -402,7 +437,7 @@ impl Policy {
                     ),
                 ));
             }
-            rules.push(validate_rule(spec).map_err(|(f, m)| (at(&f), m))?);
+            rules.push(validate_rule(spec, file.spec.mode).map_err(|(f, m)| (at(&f), m))?);
         }
         let shared_resources = rules
             .iter()
@@ -418,6 +453,7 @@ impl Policy {
             .collect();
         let names = NameIndex::build(&rules)?;
         Ok(Policy {
+            mode: file.spec.mode,
             default_action: file.spec.default_action,
             rules,
             shared_resources,
@@ -441,6 +477,22 @@ impl Policy {
             .enumerate()
             .filter(move |(i, r)| r.spec.namespaces.is_empty() || hits.binary_search(i).is_ok())
             .map(|(_, r)| r)
+    }
+
+    /// Puts the whole policy in `mode`, whatever its rules say (`mutate --mode`, a dry run).
+    pub fn force_mode(&mut self, mode: Mode) {
+        self.mode = mode;
+        for rule in &mut self.rules {
+            rule.mode = mode;
+        }
+    }
+
+    /// The rules in audit mode, by name.
+    pub fn audited_rules(&self) -> impl Iterator<Item = &str> {
+        self.rules
+            .iter()
+            .filter(|r| r.mode == Mode::Audit)
+            .map(|r| r.name.as_str())
     }
 
     /// Whether deciding for this namespace depends on its labels: the first rule whose names match
@@ -527,7 +579,7 @@ fn check_profile(field: &str, profile: &str) -> Result<(), (String, String)> {
     Ok(())
 }
 
-fn validate_rule(spec: RuleSpec) -> Result<Rule, (String, String)> {
+fn validate_rule(spec: RuleSpec, policy_mode: Mode) -> Result<Rule, (String, String)> {
     let err = |f: &str, m: String| Err((f.to_string(), m));
     if !is_dns_label(&spec.name) {
         return err(
@@ -591,6 +643,10 @@ fn validate_rule(spec: RuleSpec) -> Result<Rule, (String, String)> {
                 action.as_str()
             ),
         );
+    }
+    if action == Action::Passthrough && spec.mode.is_some() {
+        // Passthrough changes nothing, so there is nothing to audit or enforce.
+        return err("mode", "has no effect with action passthrough".into());
     }
     let routes = !matches!(action, Action::Deny | Action::Passthrough);
     if !routes {
@@ -756,6 +812,7 @@ fn validate_rule(spec: RuleSpec) -> Result<Rule, (String, String)> {
     Ok(Rule {
         name: spec.name.clone(),
         action,
+        mode: spec.mode.unwrap_or(policy_mode),
         namespace_selector: spec.namespace_selector.clone(),
         mig_profile,
         allowed_profiles,
@@ -912,5 +969,51 @@ mod tests {
         .unwrap();
         assert_eq!(p.rules[0].max_per_container, Some(1));
         assert_eq!(p.rules[0].allowed_profiles, vec!["1g.10gb".to_string()]);
+    }
+
+    #[test]
+    fn mode_defaults_to_enforce_and_a_rule_overrides_the_policy() {
+        let p = parse(&with_rule("- name: a\n  action: deny")).unwrap();
+        assert_eq!((p.mode, p.rules[0].mode), (Mode::Enforce, Mode::Enforce));
+
+        let p = parse(
+            concat!(
+                "apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec:\n  mode: audit\n  rules:\n",
+                "  - {name: a, action: deny}\n",
+                "  - {name: b, action: deny, mode: enforce}\n",
+                "  - {name: c, action: exclusive, mode: audit}\n",
+            ),
+        )
+        .unwrap();
+        assert_eq!(p.mode, Mode::Audit);
+        let modes: Vec<_> = p.rules.iter().map(|r| r.mode).collect();
+        assert_eq!(modes, [Mode::Audit, Mode::Enforce, Mode::Audit]);
+        assert_eq!(p.audited_rules().collect::<Vec<_>>(), ["a", "c"]);
+
+        let mut forced = p.clone();
+        forced.force_mode(Mode::Enforce);
+        assert_eq!(forced.mode, Mode::Enforce);
+        assert!(forced.rules.iter().all(|r| r.mode == Mode::Enforce));
+
+        let p = parse(&with_rule("- name: a\n  action: deny\n  mode: audit")).unwrap();
+        assert_eq!((p.mode, p.rules[0].mode), (Mode::Enforce, Mode::Audit));
+    }
+
+    #[test]
+    fn mode_is_parsed_strictly() {
+        let got = parse(&with_rule("- name: a\n  action: deny\n  mode: dryrun")).unwrap_err();
+        assert!(got.contains("dryrun") && got.contains("audit"), "{got}");
+        let got =
+            parse("apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec: {mode: warn}")
+                .unwrap_err();
+        assert!(got.contains("warn") && got.contains("enforce"), "{got}");
+        let got = parse(&with_rule(
+            "- name: a\n  action: passthrough\n  mode: audit",
+        ))
+        .unwrap_err();
+        assert!(
+            got.contains("spec.rules[0].mode: has no effect with action passthrough"),
+            "{got}"
+        );
     }
 }

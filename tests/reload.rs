@@ -195,3 +195,101 @@ async fn requests_under_load_see_one_whole_policy_or_the_other_and_none_is_lost(
     }
     assert!(total > 0);
 }
+
+const RULE_IN_AUDIT: &str = "apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec:\n  rules:\n  - {name: first, action: mig, mode: audit, mig: {profile: 1g.10gb}}\n";
+const RULE_IN_ENFORCE: &str = "apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec:\n  rules:\n  - {name: first, action: mig, mode: enforce, mig: {profile: 1g.10gb}}\n";
+
+/// The answer's outcome and whether it carries a patch.
+async fn outcome_for_pod(app: &Arc<App>) -> (StatusCode, String, bool) {
+    let body = serde_json::to_vec(&review("ml-inference-embedder-0-create")).unwrap();
+    let resp = server::router(app.clone())
+        .oneshot(Request::post("/mutate").body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let out: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let response = &out["response"];
+    (
+        status,
+        response["auditAnnotations"]["outcome"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+        response["patch"].is_string(),
+    )
+}
+
+/// Rolling out rule by rule: switching a rule from audit to enforce in the ConfigMap takes effect
+/// through live reload under load, with no failed request and no answer that is half one mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_switched_from_audit_to_enforce_under_load_starts_patching() {
+    let dir = tempfile::tempdir().unwrap();
+    kubelet_write(dir.path(), 1, RULE_IN_AUDIT);
+    let app = app_with(RULE_IN_AUDIT);
+    let mut reloader = reloader_for(dir.path(), &app);
+    assert_eq!(
+        outcome_for_pod(&app).await,
+        (StatusCode::OK, "would-rewrite".into(), false)
+    );
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (app, stop, answered) = (app.clone(), stop.clone(), answered.clone());
+        clients.push(tokio::spawn(async move {
+            let mut seen = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, outcome, patched) = outcome_for_pod(&app).await;
+                answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                assert_eq!(status, StatusCode::OK);
+                match (outcome.as_str(), patched) {
+                    ("would-rewrite", false) => seen.0 += 1,
+                    ("rewritten", true) => seen.1 += 1,
+                    other => panic!("a request was answered {other:?}"),
+                }
+                tokio::task::yield_now().await;
+            }
+            seen
+        }));
+    }
+    let wait_for_answers = |at_least: u32| {
+        let answered = answered.clone();
+        async move {
+            while answered.load(std::sync::atomic::Ordering::Relaxed) < at_least {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        }
+    };
+    wait_for_answers(4).await;
+    // Back and forth a few times, ending in enforce, as a cautious rollout (and a rollback) would.
+    for generation in 2..13u32 {
+        let policy = if generation % 2 == 0 {
+            RULE_IN_ENFORCE
+        } else {
+            RULE_IN_AUDIT
+        };
+        kubelet_write(dir.path(), generation, policy);
+        assert_eq!(reloader.check(), Outcome::Replaced);
+        tokio::task::yield_now().await;
+    }
+    let after_reloads = answered.load(std::sync::atomic::Ordering::Relaxed);
+    wait_for_answers(after_reloads + 4).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut audited, mut enforced) = (0, 0);
+    for c in clients {
+        let (a, e) = c.await.expect("no request failed");
+        audited += a;
+        enforced += e;
+    }
+    assert!(
+        audited > 0 && enforced > 0,
+        "{audited} audited, {enforced} enforced"
+    );
+    // In force now: enforce.
+    assert_eq!(
+        outcome_for_pod(&app).await,
+        (StatusCode::OK, "rewritten".into(), true)
+    );
+}

@@ -578,3 +578,93 @@ async fn mig_single_and_time_sliced_mig_over_real_tls() {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), srv.done).await;
     }
 }
+
+/// Audit mode over real TLS: allowed, no patch (nor patchType), `gpu-slicer (audit): would ...`
+/// warnings, `would-*` auditAnnotations and metrics, and no patches or denials counted.
+#[tokio::test]
+async fn audit_mode_over_real_tls_warns_and_changes_nothing() {
+    let text = std::fs::read_to_string(repo("tests/data/policies/contract.yaml")).unwrap();
+    let text = text.replacen("spec:\n", "spec:\n  mode: audit\n", 1);
+    let policy = gpu_slicer::policy::Policy::parse(&text, "audit.yaml").unwrap();
+    let app = App::new(
+        StaticFacts {
+            policy,
+            pools: NodePoolIndex::default(),
+        },
+        Metrics::new(),
+        Limits::default(),
+    );
+    let srv = start_with(server::router(app)).await;
+    let conn = connector(&[&srv.ca], &[b"http/1.1"]);
+    let mut client = h1(tls_connect(srv.addr, &conn).await).await;
+
+    let (body, uid) = fixture_body("ml-inference-llm-server-84f7f4dd45-create");
+    let (status, _, out) = read(client.send_request(post(body)).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let response = &out["response"];
+    assert_eq!(response["uid"], uid.as_str());
+    assert_eq!(response["allowed"], true);
+    assert!(response.get("patch").is_none(), "{out}");
+    assert!(response.get("patchType").is_none(), "{out}");
+    assert_eq!(
+        response["warnings"],
+        json!([
+            "gpu-slicer (audit): would rewrite vllm: nvidia.com/gpu 1 -> nvidia.com/mig-1g.10gb (rule ml)",
+            "gpu-slicer (audit): would route to Karpenter NodePool gpu-h100-mig (rule ml)"
+        ])
+    );
+    let audit = &response["auditAnnotations"];
+    assert_eq!(audit["outcome"], "would-rewrite");
+    assert_eq!(audit["rule"], "ml");
+    assert!(
+        audit["rewrites"]
+            .as_str()
+            .unwrap()
+            .contains("vllm: nvidia.com/gpu 1 -> nvidia.com/mig-1g.10gb"),
+        "{audit}"
+    );
+
+    // What enforce would deny is allowed, with the denial as warnings and the reason audited.
+    let mut rev = review("ml-inference-embedder-0-create");
+    rev["request"]["namespace"] = json!("sandbox");
+    let (_, _, out) = read(
+        client
+            .send_request(post(serde_json::to_vec(&rev).unwrap()))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let response = &out["response"];
+    assert_eq!(response["allowed"], true, "{out}");
+    assert!(response.get("status").is_none() && response.get("patch").is_none());
+    let first = response["warnings"][0].as_str().unwrap();
+    assert!(
+        first.starts_with("gpu-slicer (audit): would deny: namespace \"sandbox\" may not use GPUs"),
+        "{first}"
+    );
+    assert_eq!(response["auditAnnotations"]["outcome"], "would-deny");
+    assert!(
+        response["auditAnnotations"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("may not use GPUs")
+    );
+
+    let get = Request::get("/metrics")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client.send_request(get).await.unwrap();
+    let metrics = resp.into_body().collect().await.unwrap().to_bytes();
+    let metrics = String::from_utf8_lossy(&metrics);
+    for line in [
+        "gpu_slicer_admissions_total{outcome=\"would-rewrite\",action=\"mig\",rule=\"ml\"} 1",
+        "gpu_slicer_admissions_total{outcome=\"would-deny\",action=\"deny\",rule=\"sandbox\"} 1",
+        "gpu_slicer_patches_total 0",
+        "gpu_slicer_denials_total 0",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+    drop(client);
+    let _ = srv.stop.send(());
+}
