@@ -22,6 +22,7 @@ use crate::plan;
 use crate::pod::Pod;
 use crate::policy::{Mode, Policy};
 use crate::reload::PolicyReloader;
+use crate::report;
 use crate::server::{self, App, Bound, Limits};
 use crate::tls;
 
@@ -195,6 +196,42 @@ impl From<ModeArg> for Mode {
 pub enum PolicyCommand {
     /// Validate a policy file (and its agreement with NodePools and GPU Operator configs).
     Check(CheckArgs),
+    /// What-if: what the policy (as enforce) would do to each existing workload at its next rollout.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Manifests: a file (multi-document YAML, `kustomize build` output; `-` for stdin) or a
+    /// directory (every *.yaml, *.yml, *.json under it). Repeatable.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<String>,
+    /// Policy file; without it, the embedded example policy.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Directory of Karpenter NodePool YAML (routing labels and taints).
+    #[arg(long)]
+    pub nodepools: Option<PathBuf>,
+    /// A label (key=value) every namespace has, for rules with a namespaceSelector; Namespace
+    /// objects among the manifests give their own labels too.
+    #[arg(long = "namespace-label", value_parser = parse_label)]
+    pub namespace_labels: Vec<(String, String)>,
+    /// Namespace of manifests that name none (as kubectl apply would use).
+    #[arg(long, short = 'n', default_value = "default")]
+    pub namespace: String,
+    /// FORMAT [FILE]: table, json or html, to FILE or stdout; repeatable (a table on the terminal
+    /// and an HTML page for the approvers). Default: table.
+    #[arg(long, short = 'o', num_args = 1..=2, value_names = ["FORMAT", "FILE"], action = clap::ArgAction::Append)]
+    pub output: Vec<String>,
+    /// Exit 1 when any workload would be denied (for CI gating a policy change).
+    #[arg(long, value_enum)]
+    pub fail_on: Option<FailOn>,
+}
+
+/// `--fail-on`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FailOn {
+    Deny,
 }
 
 #[derive(Debug, Args)]
@@ -233,6 +270,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Mutate(args) => mutate(args),
         Command::Policy(PolicyCommand::Check(args)) => policy_check(args),
+        Command::Policy(PolicyCommand::Report(args)) => policy_report(args),
         Command::Karpenter(KarpenterCommand::Overlays(args)) => overlays(args),
         Command::Plan(args) => plan_command(args),
         Command::Certs(args) => certs(args),
@@ -582,6 +620,85 @@ fn policy_check(args: CheckArgs) -> ExitCode {
         eprintln!("{origin}: {} problem(s)", report.errors.len());
         ExitCode::FAILURE
     }
+}
+
+/// Exit codes of `policy report`: 0, 1 with `--fail-on deny` when a workload would be denied, 2 when
+/// the inputs cannot be read (kept apart so CI tells a broken pipeline from a denied workload).
+fn policy_report(args: ReportArgs) -> ExitCode {
+    match policy_report_inner(&args) {
+        Ok(report) if args.fail_on.is_some() && report.any_denied() => {
+            eprintln!(
+                "--fail-on deny: {} workload(s) would be denied",
+                report.totals.deny
+            );
+            ExitCode::from(1)
+        }
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Where each `--output` goes: `(format, file)`; checked before any work is done. clap hands the
+/// values of every `--output` over as one list: a value that is not a format is the file of the
+/// format before it.
+fn report_outputs(args: &ReportArgs) -> Result<Vec<(&str, Option<&str>)>, String> {
+    let mut outputs: Vec<(&str, Option<&str>)> = Vec::new();
+    for value in &args.output {
+        match (value.as_str(), outputs.last_mut()) {
+            (format @ ("table" | "json" | "html"), _) => outputs.push((format, None)),
+            (file, Some((_, slot @ None))) => *slot = Some(file),
+            (other, _) => {
+                return Err(format!(
+                    "--output {other:?}: expected table, json or html (then optionally a FILE)"
+                ));
+            }
+        }
+    }
+    if outputs.is_empty() {
+        outputs.push(("table", None));
+    }
+    Ok(outputs)
+}
+
+fn policy_report_inner(args: &ReportArgs) -> Result<report::Report, String> {
+    let outputs = report_outputs(args)?;
+    let policy = load_policy(args.policy.as_deref())?;
+    let pools = load_pools(args.nodepools.as_deref())?;
+    let (docs, notes) = report::read::load_paths(&args.files)?;
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
+    let read = report::read::from_objects(docs, &args.namespace);
+    let built = report::build(read, &policy, &pools, &args.namespace_labels);
+    let source = format!(
+        "{} against {}",
+        args.files.join(", "),
+        args.policy
+            .as_ref()
+            .map_or("the example policy".into(), |p| p.display().to_string())
+    );
+    for (format, file) in outputs {
+        let text = match format {
+            "json" => {
+                let mut j = serde_json::to_string_pretty(&built).map_err(|e| e.to_string())?;
+                j.push('\n');
+                j
+            }
+            "html" => report::html::render(&built, &source),
+            _ => report::table(&built),
+        };
+        match file {
+            Some(f) => {
+                std::fs::write(f, text).map_err(|e| format!("{f}: {e}"))?;
+                eprintln!("wrote {f}");
+            }
+            None => print!("{text}"),
+        }
+    }
+    Ok(built)
 }
 
 fn overlays(args: OverlaysArgs) -> ExitCode {

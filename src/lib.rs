@@ -11,6 +11,7 @@
 //! - [`server`], [`tls`]: HTTPS, certificates, shutdown;
 //! - [`mode`]: audit mode (decide as enforce, answer "would ..." and change nothing);
 //! - [`audit`], [`metrics`]: the audit trail and Prometheus metrics;
+//! - [`report`]: `policy report`, what the policy would do to existing workloads;
 //! - [`cli`]: the `gpu-slicer` command line.
 
 pub mod admission;
@@ -30,6 +31,7 @@ pub mod pod;
 pub mod policy;
 pub mod quantity;
 pub mod reload;
+pub mod report;
 pub mod server;
 pub mod tls;
 pub mod yaml;

@@ -1,0 +1,416 @@
+//! `gpu-slicer policy report`: offline on a directory of manifests (every workload kind), JSON, the
+//! HTML page in headless Chromium, `--fail-on deny`, stdin, and the pure builder.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+use gpu_slicer::report::{self, RowOutcome};
+use serde_json::{Value, json};
+
+fn gpu_slicer(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gpu-slicer"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    pipe.write_all(stdin.as_bytes()).unwrap();
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+const DIR: &str = "docs/examples/workloads";
+
+/// `(namespace, workload, replicas, rule, outcome)` of every row.
+fn rows(json: &Value) -> Vec<(String, String, Value, String, String)> {
+    json["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["namespace"].as_str().unwrap().to_string(),
+                format!(
+                    "{}/{}",
+                    r["kind"].as_str().unwrap(),
+                    r["name"].as_str().unwrap()
+                ),
+                r["replicas"].clone(),
+                r["rule"].as_str().unwrap_or("(defaultAction)").to_string(),
+                r["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_directory_of_manifests_gives_one_row_per_gpu_workload_of_every_kind() {
+    let out = gpu_slicer(
+        &[
+            "policy",
+            "report",
+            "-f",
+            DIR,
+            "--nodepools",
+            "manifests/karpenter",
+            "-o",
+            "json",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = |v: &str| v.to_string();
+    assert_eq!(
+        rows(&json),
+        vec![
+            (
+                s("ml-inference"),
+                s("Deployment/vllm"),
+                json!(3),
+                s("inference-mig"),
+                s("rewrite")
+            ),
+            (
+                s("ml-inference"),
+                s("StatefulSet/embedder"),
+                json!(2),
+                s("inference-mig"),
+                s("rewrite")
+            ),
+            (
+                s("ml-notebooks"),
+                s("Pod/jupyter-ana"),
+                json!(1),
+                s("notebooks-timeslice"),
+                s("rewrite")
+            ),
+            (
+                s("ml-training"),
+                s("DaemonSet/dcgm-probe"),
+                Value::Null,
+                s("training-exclusive"),
+                s("rewrite")
+            ),
+            (
+                s("ml-training"),
+                s("Job/finetune"),
+                json!(2),
+                s("training-exclusive"),
+                s("rewrite")
+            ),
+            (
+                s("sandbox"),
+                s("CronJob/nightly-eval"),
+                json!(1),
+                s("sandbox-deny"),
+                s("deny")
+            ),
+            (
+                s("team-vision"),
+                s("ReplicaSet/legacy-ocr"),
+                json!(2),
+                s("(defaultAction)"),
+                s("passthrough")
+            ),
+        ]
+    );
+    let vllm = &json["rows"][0];
+    assert_eq!(
+        vllm["changes"],
+        json!(["vllm: nvidia.com/gpu 1 -> nvidia.com/mig-1g.10gb"])
+    );
+    assert_eq!(vllm["nodePool"], "gpu-mig");
+    assert_eq!(vllm["mode"], "enforce");
+    assert_eq!(vllm["origin"], "docs/examples/workloads/inference.yaml");
+    // The gpu-memory annotation on the StatefulSet's template sizes its slice.
+    assert_eq!(
+        json["rows"][1]["changes"],
+        json!(["embed: nvidia.com/gpu 1 -> nvidia.com/mig-2g.20gb"])
+    );
+    assert_eq!(
+        json["rows"][4]["changes"],
+        json!(["trainer: nvidia.com/gpu 8 kept"])
+    );
+    let denied = &json["rows"][5];
+    assert!(
+        denied["message"]
+            .as_str()
+            .unwrap()
+            .contains("namespace \"sandbox\" may not use GPUs"),
+        "{denied}"
+    );
+
+    assert_eq!(
+        json["totals"],
+        json!({"rewrite": 5, "deny": 1, "unchanged": 0, "passthrough": 1})
+    );
+    assert_eq!(json["byRule"]["inference-mig"]["rewrite"], 2);
+    assert_eq!(json["byRule"]["(defaultAction)"]["passthrough"], 1);
+    assert_eq!(json["withoutGpus"], 1, "the frontend asks for no GPU");
+    // 3 + 2 + 1 + 1 (the DaemonSet, per node) + 2 x 8 whole GPUs today; the training ones stay whole.
+    assert_eq!(
+        json["gpus"],
+        json!({
+            "wholeBefore": 23,
+            "wholeAfter": 17,
+            "slicesAfter": {"nvidia.com/gpu.shared": 1, "nvidia.com/mig-1g.10gb": 3, "nvidia.com/mig-2g.20gb": 2}
+        })
+    );
+
+    // The table says the same.
+    let out = gpu_slicer(
+        &[
+            "policy",
+            "report",
+            "-f",
+            DIR,
+            "--nodepools",
+            "manifests/karpenter",
+        ],
+        "",
+    );
+    let table = text(&out.stdout);
+    assert!(table.starts_with("NAMESPACE"), "{table}");
+    assert!(
+        table.contains("7 workloads with GPUs: 5 rewrite, 1 deny, 0 unchanged, 1 passthrough"),
+        "{table}"
+    );
+    assert!(table.contains("DaemonSet/dcgm-probe   per node"), "{table}");
+}
+
+#[test]
+fn fail_on_deny_exits_1_only_when_a_workload_would_be_denied() {
+    let out = gpu_slicer(&["policy", "report", "-f", DIR, "--fail-on", "deny"], "");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("1 workload(s) would be denied"));
+    assert!(
+        text(&out.stdout).contains("CronJob/nightly-eval"),
+        "the report is still printed"
+    );
+
+    let out = gpu_slicer(
+        &[
+            "policy",
+            "report",
+            "-f",
+            &format!("{DIR}/inference.yaml"),
+            "--fail-on",
+            "deny",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // Unreadable input is 2, told apart from a denial.
+    let out = gpu_slicer(
+        &["policy", "report", "-f", "no/such/dir", "--fail-on", "deny"],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let out = gpu_slicer(&["policy", "report", "-f", DIR, "-o", "xml"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--output \"xml\""),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// `kustomize build | gpu-slicer policy report -f -`, with `kubectl get -o yaml`'s List too, labels
+/// from `--namespace-label` and Namespace objects, and the rule's mode in its column.
+#[test]
+fn stdin_lists_namespace_labels_and_modes() {
+    let policy = "apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec:\n  mode: audit\n  rules:\n  - {name: by-label, namespaceSelector: {matchLabels: {gpu-sharing: mig}}, action: mig, mig: {profile: 1g.10gb}}\n  - {name: rest, action: deny, mode: enforce}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let policy_file = dir.path().join("policy.yaml");
+    std::fs::write(&policy_file, policy).unwrap();
+    let manifests = "apiVersion: v1\nkind: Namespace\nmetadata: {name: team-a, labels: {gpu-sharing: mig}}\n---\napiVersion: v1\nkind: List\nitems:\n- apiVersion: apps/v1\n  kind: Deployment\n  metadata: {name: a, namespace: team-a}\n  spec: {template: {spec: {containers: [{name: c, resources: {limits: {nvidia.com/gpu: 1}}}]}}}\n- apiVersion: apps/v1\n  kind: Deployment\n  metadata: {name: b}\n  spec: {template: {spec: {containers: [{name: c, resources: {limits: {nvidia.com/gpu: 1}}}]}}}\n";
+    let p = policy_file.to_str().unwrap();
+    let out = gpu_slicer(
+        &[
+            "policy", "report", "-f", "-", "--policy", p, "-n", "team-b", "-o", "json",
+        ],
+        manifests,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got: Vec<_> = json["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["namespace"].clone(),
+                r["rule"].clone(),
+                r["mode"].clone(),
+                r["outcome"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                json!("team-a"),
+                json!("by-label"),
+                json!("audit"),
+                json!("rewrite")
+            ),
+            (
+                json!("team-b"),
+                json!("rest"),
+                json!("enforce"),
+                json!("deny")
+            ),
+        ]
+    );
+    // --namespace-label gives every namespace the label.
+    let out = gpu_slicer(
+        &[
+            "policy",
+            "report",
+            "-f",
+            "-",
+            "--policy",
+            p,
+            "-n",
+            "team-b",
+            "--namespace-label",
+            "gpu-sharing=mig",
+            "-o",
+            "json",
+        ],
+        manifests,
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["totals"]["rewrite"], 2);
+}
+
+#[test]
+fn the_builder_is_pure_and_reads_what_it_is_given() {
+    let objects = vec![(
+        "mem".to_string(),
+        json!({"kind": "Job", "metadata": {"name": "j", "namespace": "ml-inference"},
+               "spec": {"parallelism": 4, "template": {"spec": {"containers": [
+                   {"name": "a", "resources": {"limits": {"nvidia.com/gpu": "1"}}},
+                   {"name": "b", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}}}),
+    )];
+    let read = report::read::from_objects(objects, "default");
+    let r = report::build(read, &example_policy(), &shipped_pools(), &[]);
+    assert_eq!(r.rows.len(), 1);
+    let row = &r.rows[0];
+    assert_eq!(row.outcome, RowOutcome::Rewrite);
+    assert_eq!(row.gpus_before, 2);
+    assert_eq!(r.gpus.whole_before, 8);
+    assert_eq!(r.gpus.slices_after["nvidia.com/mig-1g.10gb"], 8);
+}
+
+/// Finds a headless Chromium (Debian's `chromium`, installed by .ci/run).
+fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
+
+#[test]
+fn the_html_page_renders_in_a_browser_with_the_json_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("report.html");
+    let out = gpu_slicer(
+        &[
+            "policy",
+            "report",
+            "-f",
+            DIR,
+            "--nodepools",
+            "manifests/karpenter",
+            "-o",
+            "json",
+            "-o",
+            "html",
+            html.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        !page.contains("http://") && !page.contains("https://") && !page.contains("<script"),
+        "self-contained, no external assets"
+    );
+
+    let Some(browser) = chromium() else {
+        panic!(
+            "no headless Chromium found: install Debian's chromium (`apt-get install chromium`), as .ci/run does"
+        );
+    };
+    let profile = tempfile::tempdir().unwrap();
+    let rendered = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .unwrap();
+    assert!(rendered.status.success(), "{}", text(&rendered.stderr));
+    let stderr = text(&rendered.stderr);
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| l.contains("CONSOLE") && (l.contains("ERROR") || l.contains("Uncaught"))),
+        "console errors: {stderr}"
+    );
+    let dom = text(&rendered.stdout);
+    let cell = |id: &str| -> String {
+        let start = dom
+            .find(&format!("id=\"{id}\">"))
+            .unwrap_or_else(|| panic!("#{id} not rendered"))
+            + id.len()
+            + 6;
+        dom[start..].split('<').next().unwrap().to_string()
+    };
+    for outcome in ["rewrite", "deny", "unchanged", "passthrough"] {
+        assert_eq!(
+            cell(&format!("total-{outcome}")),
+            json["totals"][outcome].to_string(),
+            "{outcome}"
+        );
+    }
+    assert_eq!(
+        cell("gpus-whole-before"),
+        json["gpus"]["wholeBefore"].to_string()
+    );
+    assert_eq!(
+        cell("gpus-whole-after"),
+        json["gpus"]["wholeAfter"].to_string()
+    );
+    assert!(dom.contains("<svg"), "chart rendered");
+    assert!(dom.contains("CronJob/nightly-eval") && dom.contains("may not use GPUs"));
+}
