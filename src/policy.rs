@@ -66,6 +66,25 @@ impl Action {
     }
 }
 
+/// How a rule's GPUs reach the pod: the device plugin's extended resources, or a Dynamic Resource
+/// Allocation claim (the NVIDIA DRA driver).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Backend {
+    #[default]
+    DevicePlugin,
+    Dra,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::DevicePlugin => "devicePlugin",
+            Backend::Dra => "dra",
+        }
+    }
+}
+
 /// What happens to GPU pods in namespaces that no rule matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -92,6 +111,9 @@ pub struct PolicyFile {
 pub struct PolicySpec {
     #[serde(default)]
     pub default_action: DefaultAction,
+    /// The backend of rules that do not set one.
+    #[serde(default)]
+    pub default_backend: Backend,
     #[serde(default)]
     pub rules: Vec<RuleSpec>,
 }
@@ -105,6 +127,9 @@ pub struct RuleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
     pub action: Action,
+    /// `devicePlugin` or `dra`; `spec.defaultBackend` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Backend>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mig: Option<MigSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -243,6 +268,8 @@ impl LabelSelector {
 pub struct Rule {
     pub name: String,
     pub action: Action,
+    /// Extended resources (`devicePlugin`) or a ResourceClaim (`dra`).
+    pub backend: Backend,
     pub namespace_selector: Option<LabelSelector>,
     /// `mig`: the default profile.
     pub mig_profile: Option<String>,
@@ -402,7 +429,9 @@ impl Policy {
                     ),
                 ));
             }
-            rules.push(validate_rule(spec).map_err(|(f, m)| (at(&f), m))?);
+            rules.push(
+                validate_rule(spec, file.spec.default_backend).map_err(|(f, m)| (at(&f), m))?,
+            );
         }
         let shared_resources = rules
             .iter()
@@ -527,7 +556,7 @@ fn check_profile(field: &str, profile: &str) -> Result<(), (String, String)> {
     Ok(())
 }
 
-fn validate_rule(spec: RuleSpec) -> Result<Rule, (String, String)> {
+fn validate_rule(spec: RuleSpec, default_backend: Backend) -> Result<Rule, (String, String)> {
     let err = |f: &str, m: String| Err((f.to_string(), m));
     if !is_dns_label(&spec.name) {
         return err(
@@ -600,6 +629,7 @@ fn validate_rule(spec: RuleSpec) -> Result<Rule, (String, String)> {
             (!spec.tolerations.is_empty(), "tolerations"),
             (spec.max_per_container.is_some(), "maxPerContainer"),
             (spec.allow_opt_out, "allowOptOut"),
+            (spec.backend.is_some(), "backend"),
         ] {
             if set {
                 return err(
@@ -753,9 +783,17 @@ fn validate_rule(spec: RuleSpec) -> Result<Rule, (String, String)> {
         });
     }
 
+    let backend = spec.backend.unwrap_or(default_backend);
+    if backend == Backend::Dra && mig_strategy == MigStrategy::Single {
+        return err(
+            "mig.strategy",
+            "single names device plugin resources; with backend dra the claim selects the MIG profile itself: drop mig.strategy".into(),
+        );
+    }
     Ok(Rule {
         name: spec.name.clone(),
         action,
+        backend,
         namespace_selector: spec.namespace_selector.clone(),
         mig_profile,
         allowed_profiles,
