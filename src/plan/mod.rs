@@ -1004,19 +1004,30 @@ pub fn table(plan: &Plan) -> String {
     }
     out.push_str("\nNODES AFTER                                                                   FULLEST NODE: vCPU, GiB requested / allocatable\n");
     for g in &plan.after.nodes {
+        // "-" where no workload on these nodes gave the request: nothing was checked.
         let cpu = g.loads.iter().map(|n| n.cpu_millis).max().unwrap_or(0);
         let mem = g.loads.iter().map(|n| n.memory).max().unwrap_or(0);
+        let cpu = if cpu > 0 {
+            format!("{:.2}", cpu as f64 / 1000.0)
+        } else {
+            "-".into()
+        };
+        let mem = if mem > 0 {
+            format!("{:.1}", mem as f64 / GIB)
+        } else {
+            "-".into()
+        };
         out.push_str(&format!(
-            "  {:>3} x {:<18} {:<14} {:>4} replicas in {:>4} slots  ${:>10.2}/h   {:>7.2} / {:<7.2} {:>8.1} / {:.1}\n",
+            "  {:>3} x {:<18} {:<14} {:>4} replicas in {:>4} slots  ${:>10.2}/h   {:>7} / {:<7.2} {:>8} / {:.1}\n",
             g.count,
             g.instance_type,
             g.layout,
             g.replicas,
             g.count * g.slots_per_node,
             g.usd_per_hour,
-            cpu as f64 / 1000.0,
+            cpu,
             g.allocatable.cpu_millis as f64 / 1000.0,
-            mem as f64 / GIB,
+            mem,
             g.allocatable.memory as f64 / GIB
         ));
     }
