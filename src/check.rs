@@ -2,10 +2,10 @@
 //! those NodePools select? Every finding names the rule, the NodePool and the config involved.
 
 use crate::catalog::{self, InstanceType};
-use crate::gpu_operator::{GpuOperatorConfigs, MigLayout, SharingMode};
+use crate::gpu_operator::{DeviceMigStrategy, GpuOperatorConfigs, MigLayout, SharingMode};
 use crate::karpenter::{self, DEVICE_PLUGIN_CONFIG_LABEL, MIG_CONFIG_LABEL};
 use crate::nodepool::{INSTANCE_TYPE_LABEL, NodePool, NodePoolIndex};
-use crate::policy::{Action, Policy, Rule};
+use crate::policy::{Action, MigStrategy, Policy, Rule, mig_resource};
 
 /// What `policy check` found.
 #[derive(Debug, Default)]
@@ -199,16 +199,7 @@ fn check_instance(
                     }
                 }
             }
-            if let Some(strategy) = plugin
-                .and_then(|c| c.flags.as_ref())
-                .and_then(|f| f.mig_strategy.as_deref())
-                && strategy != "mixed"
-            {
-                err(format!(
-                    "device plugin config {} has migStrategy {strategy}: MIG devices are advertised as nvidia.com/mig-<profile> only with mixed",
-                    plugin_name.map_or("", |s| s.as_str())
-                ));
-            }
+            check_mig_naming(rule, pool, it, ops, err);
         }
         Action::Timeslice | Action::Mps => {
             let want = if rule.action == Action::Mps {
@@ -283,5 +274,121 @@ fn check_instance(
             }
         }
         Action::Deny | Action::Passthrough => {}
+    }
+}
+
+/// A `mig` rule against how its nodes' device plugin names the slices: the MIG strategy (the rule's
+/// `mig.strategy` against the operator's or the config's), a uniform layout under `single`, and the
+/// time-slicing of the slices (`mig.timeSlicing` against the config's `sharing.timeSlicing`). Then,
+/// whatever the cause, every resource the rule renames to must be one the nodes advertise.
+fn check_mig_naming(
+    rule: &Rule,
+    pool: &NodePool,
+    it: &InstanceType,
+    ops: &GpuOperatorConfigs,
+    err: &mut impl FnMut(String),
+) {
+    let config = pool.template_labels.get(MIG_CONFIG_LABEL);
+    let Some(MigLayout::Enabled(devices)) =
+        config.and_then(|c| ops.mig.layout(c, it.gpu)).flatten()
+    else {
+        return; // reported by the caller
+    };
+    let config = config.map_or("", |s| s.as_str());
+    let plugin_name = pool
+        .template_labels
+        .get(DEVICE_PLUGIN_CONFIG_LABEL)
+        .map(String::as_str);
+    let wanted = match rule.mig_strategy {
+        MigStrategy::Mixed => DeviceMigStrategy::Mixed,
+        MigStrategy::Single => DeviceMigStrategy::Single,
+    };
+    let found = std::cell::Cell::new(0);
+    let mut fail = |msg: String| {
+        found.set(found.get() + 1);
+        err(msg)
+    };
+    if let Some(effective) = ops.mig_strategy(plugin_name)
+        && effective.strategy != wanted
+    {
+        fail(format!(
+            "rule has mig.strategy {} but the device plugin of these nodes runs MIG strategy {} ({})",
+            rule.mig_strategy.as_str(),
+            effective.strategy.as_str(),
+            effective.source
+        ));
+        return;
+    }
+    if rule.mig_strategy == MigStrategy::Single && devices.len() != 1 {
+        let makes: Vec<String> = devices.iter().map(|(p, n)| format!("{p} x{n}")).collect();
+        fail(format!(
+            "MIG config {config} makes {} per {} GPU ({}): under strategy single a node's MIG devices must all be one profile (an all-<profile> config; all-balanced is not valid)",
+            makes.join(", "),
+            it.gpu.name,
+            it.name
+        ));
+    }
+    // The profiles this node makes that the rule may hand out.
+    let profiles: Vec<&String> = rule
+        .allowed_profiles
+        .iter()
+        .filter(|p| devices.contains_key(*p))
+        .collect();
+    let plugin = plugin_name
+        .and_then(|n| ops.device_plugin.get(n))
+        .map(|(c, _)| c);
+    let time_sliced = plugin
+        .and_then(|c| c.sharing())
+        .filter(|(mode, _)| *mode == SharingMode::TimeSlicing)
+        .map(|(_, shared)| shared);
+    let plugin_text = plugin_name.unwrap_or("(none)");
+    for p in &profiles {
+        let base = mig_resource(rule.mig_strategy, None, p);
+        let entry =
+            time_sliced.and_then(|s| s.resources.iter().find(|r| r.name == base).map(|r| (s, r)));
+        match (rule.mig_time_slicing, entry) {
+            (Some(_), None) if !ops.device_plugin.is_empty() => fail(format!(
+                "rule sets mig.timeSlicing but device plugin config {plugin_text} does not time-slice {base} (add it to sharing.timeSlicing.resources, or drop mig.timeSlicing)"
+            )),
+            (Some(ts), Some((shared, r))) => {
+                let advertised = shared.advertised_name(r);
+                let expected = rule.mig_resource(p);
+                if advertised != expected {
+                    fail(format!(
+                        "device plugin config {plugin_text} advertises {base} time-sliced as {advertised}, but the rule (mig.timeSlicing.renameByDefault: {}) expects {expected}: make the rule's renameByDefault match the config's ({})",
+                        ts.rename_by_default, shared.rename_by_default
+                    ));
+                }
+            }
+            (None, Some((shared, r))) => fail(format!(
+                "device plugin config {plugin_text} time-slices {base} ({} replicas, advertised as {}): add mig.timeSlicing {{renameByDefault: {}}} to the rule",
+                r.replicas,
+                shared.advertised_name(r),
+                shared.rename_by_default
+            )),
+            _ => {}
+        }
+    }
+    if found.get() > 0 {
+        return;
+    }
+    // Whatever the cause, the rule must not rename pods to a resource these nodes never advertise.
+    let Ok(res) = karpenter::node_resources_assuming(pool, it, ops, wanted) else {
+        return; // reported by the caller or `karpenter overlays`
+    };
+    for p in profiles {
+        let name = rule.mig_resource(p);
+        if res.get(&name).copied().unwrap_or(0) == 0 {
+            let advertised: Vec<String> = res
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| format!("{k} x{n}"))
+                .collect();
+            fail(format!(
+                "the rule gives {p} slices as {name}, but nodes of {} advertise {}",
+                it.name,
+                advertised.join(", ")
+            ));
+        }
     }
 }

@@ -127,6 +127,46 @@ pub struct MigSpec {
     pub profile: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_profiles: Vec<String>,
+    /// The device plugin's MIG strategy on the rule's nodes (what its slices are called).
+    #[serde(default, skip_serializing_if = "MigStrategy::is_mixed")]
+    pub strategy: MigStrategy,
+    /// Set when the nodes' device plugin config time-slices the MIG devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_slicing: Option<MigTimeSlicing>,
+}
+
+/// How the NVIDIA device plugin advertises MIG devices (its `flags.migStrategy`, or the GPU Operator's
+/// `mig.strategy`, which overrides it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MigStrategy {
+    /// Each profile as its own resource, `nvidia.com/mig-<profile>`: several profiles per node.
+    #[default]
+    Mixed,
+    /// Every MIG device as `nvidia.com/gpu`: one profile per node (the only MIG mode of Bottlerocket's
+    /// NVIDIA variant).
+    Single,
+}
+
+impl MigStrategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigStrategy::Mixed => "mixed",
+            MigStrategy::Single => "single",
+        }
+    }
+
+    fn is_mixed(&self) -> bool {
+        *self == MigStrategy::Mixed
+    }
+}
+
+/// `mig.timeSlicing`: the node's device plugin config time-slices the MIG devices, as written there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MigTimeSlicing {
+    /// `true`: the plugin advertises `<resource>.shared` (its `renameByDefault`).
+    pub rename_by_default: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -208,6 +248,10 @@ pub struct Rule {
     pub mig_profile: Option<String>,
     /// `mig`: the profiles pods may have, default first, then smallest memory first.
     pub allowed_profiles: Vec<String>,
+    /// `mig`: how the device plugin names the slices.
+    pub mig_strategy: MigStrategy,
+    /// `mig`: the device plugin time-slices each slice among several pods.
+    pub mig_time_slicing: Option<MigTimeSlicing>,
     /// `timeslice` / `mps`: the resource the device plugin advertises for a replica.
     pub shared_resource: Option<String>,
     /// Largest count one container may ask for; `None` is no limit.
@@ -225,6 +269,31 @@ impl Rule {
     pub fn uses_labels(&self) -> bool {
         self.namespace_selector.is_some()
     }
+
+    /// The resource a container asks for to get one `profile` slice on this rule's nodes, exactly as the
+    /// device plugin advertises it: `mixed` names the profile, `single` calls every slice
+    /// `nvidia.com/gpu`, and time-slicing with `renameByDefault` appends `.shared`.
+    pub fn mig_resource(&self, profile: &str) -> String {
+        mig_resource(self.mig_strategy, self.mig_time_slicing, profile)
+    }
+}
+
+/// See [`Rule::mig_resource`].
+pub fn mig_resource(
+    strategy: MigStrategy,
+    time_slicing: Option<MigTimeSlicing>,
+    profile: &str,
+) -> String {
+    let base = match strategy {
+        MigStrategy::Mixed => format!("{MIG_PREFIX}{profile}"),
+        MigStrategy::Single => WHOLE_GPU.to_string(),
+    };
+    match time_slicing {
+        Some(MigTimeSlicing {
+            rename_by_default: true,
+        }) => format!("{base}.shared"),
+        _ => base,
+    }
 }
 
 /// A validated policy.
@@ -232,7 +301,8 @@ impl Rule {
 pub struct Policy {
     pub default_action: DefaultAction,
     pub rules: Vec<Rule>,
-    /// Every resource name a `timeslice`/`mps` rule uses: pods asking for these are GPU pods too.
+    /// Every resource name a `timeslice`/`mps` rule or a time-sliced `mig` rule uses: pods asking for
+    /// these are GPU pods too.
     pub shared_resources: BTreeSet<String>,
     names: NameIndex,
 }
@@ -336,7 +406,15 @@ impl Policy {
         }
         let shared_resources = rules
             .iter()
-            .filter_map(|r| r.shared_resource.clone())
+            .flat_map(|r| {
+                let sliced = r
+                    .allowed_profiles
+                    .iter()
+                    .filter(|_| r.mig_time_slicing.is_some())
+                    .map(|p| r.mig_resource(p));
+                r.shared_resource.clone().into_iter().chain(sliced)
+            })
+            .filter(|name| name != WHOLE_GPU)
             .collect();
         let names = NameIndex::build(&rules)?;
         Ok(Policy {
@@ -533,6 +611,7 @@ fn validate_rule(spec: RuleSpec) -> Result<Rule, (String, String)> {
     }
 
     let (mut mig_profile, mut allowed_profiles) = (None, Vec::new());
+    let (mut mig_strategy, mut mig_time_slicing) = (MigStrategy::Mixed, None);
     if action == Action::Mig {
         let Some(mig) = &spec.mig else {
             return err(
@@ -550,6 +629,25 @@ fn validate_rule(spec: RuleSpec) -> Result<Rule, (String, String)> {
                 format!("{:?} must be one of mig.allowedProfiles", mig.profile),
             );
         }
+        if mig.strategy == MigStrategy::Single
+            && let Some(other) = mig.allowed_profiles.iter().find(|p| **p != mig.profile)
+        {
+            return err(
+                "mig.allowedProfiles",
+                format!(
+                    "{other:?}: under strategy single every slice of a node is one profile ({:?}, mig.profile); route other profiles with another rule and NodePool, or use strategy mixed",
+                    mig.profile
+                ),
+            );
+        }
+        if mig.time_slicing.is_some() && spec.max_per_container.is_some_and(|n| n > 1) {
+            return err(
+                "maxPerContainer",
+                "must be 1 with mig.timeSlicing: a time-sliced slice is one device per container (the device plugin's failRequestsGreaterThanOne)".into(),
+            );
+        }
+        mig_strategy = mig.strategy;
+        mig_time_slicing = mig.time_slicing;
         mig_profile = Some(mig.profile.clone());
         allowed_profiles = if mig.allowed_profiles.is_empty() {
             vec![mig.profile.clone()]
@@ -661,6 +759,8 @@ fn validate_rule(spec: RuleSpec) -> Result<Rule, (String, String)> {
         namespace_selector: spec.namespace_selector.clone(),
         mig_profile,
         allowed_profiles,
+        mig_strategy,
+        mig_time_slicing,
         shared_resource,
         max_per_container,
         node_pool: spec.node_pool.clone(),

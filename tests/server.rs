@@ -508,3 +508,73 @@ async fn refusing_an_unread_body_closes_the_connection_so_clients_do_not_reuse_i
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(resp.headers()["connection"], "close");
 }
+
+/// The MIG single strategy and time-slicing on MIG over real TLS: the patch names what each setup's
+/// device plugin advertises, the warnings say so, and the patched pod sent again gets no patch.
+#[tokio::test]
+async fn mig_single_and_time_sliced_mig_over_real_tls() {
+    let single_dir = repo("manifests/examples/mig-single");
+    let setups = [
+        (
+            gpu_slicer::policy::Policy::load(&single_dir.join("policy.yaml")).unwrap(),
+            NodePoolIndex::from_dir(&single_dir).unwrap(),
+            "ml-seed-dev",
+            "nvidia.com/gpu",
+            "is a time-sliced share of a 1g.5gb MIG slice",
+        ),
+        (
+            example_policy(),
+            shipped_pools(),
+            "ml-notebooks-mig",
+            "nvidia.com/mig-1g.10gb.shared",
+            "nvidia.com/gpu 1 -> nvidia.com/mig-1g.10gb.shared",
+        ),
+    ];
+    for (policy, pools, ns, resource, warning) in setups {
+        let router = server::router(App::new(
+            StaticFacts { policy, pools },
+            Metrics::new(),
+            Limits::default(),
+        ));
+        let srv = start_with(router).await;
+        let conn = connector(&[&srv.ca], &[b"http/1.1"]);
+        let mut client = h1(tls_connect(srv.addr, &conn).await).await;
+        let mut rev = review("ml-inference-llm-server-84f7f4dd45-create");
+        rev["request"]["namespace"] = json!(ns);
+        rev["request"]["object"]["metadata"]["namespace"] = json!(ns);
+        let (status, _, out) = read(
+            client
+                .send_request(post(serde_json::to_vec(&rev).unwrap()))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(out["response"]["allowed"], true, "{ns}: {out}");
+        let warnings = out["response"]["warnings"].to_string();
+        assert!(warnings.contains(warning), "{ns}: {warnings}");
+        assert_eq!(out["response"]["auditAnnotations"]["action"], "mig");
+        let patch: json_patch::Patch = serde_json::from_value(decode_patch(&out)).unwrap();
+        let mut pod = rev["request"]["object"].clone();
+        json_patch::patch(&mut pod, &patch).unwrap();
+        let vllm = &pod["spec"]["containers"][0]["resources"];
+        assert_eq!(vllm["limits"][resource], "1", "{ns}: {vllm}");
+        assert_eq!(vllm["requests"][resource], "1", "{ns}: {vllm}");
+
+        // Reinvocation with our own output: allowed, nothing more to patch.
+        rev["request"]["object"] = pod;
+        let (_, _, again) = read(
+            client
+                .send_request(post(serde_json::to_vec(&rev).unwrap()))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(again["response"]["allowed"], true);
+        assert!(again["response"]["patch"].is_null(), "{ns}: {again}");
+
+        drop(client);
+        let _ = srv.stop.send(());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), srv.done).await;
+    }
+}
