@@ -170,6 +170,39 @@ fn the_binding_resource_is_named_and_the_reserve_can_be_changed() {
 }
 
 #[test]
+fn unisolated_replicas_time_share_mig_slices_when_that_is_cheapest() {
+    // 224 replicas of {1Gi GPU memory, 400m, 2Gi}, no isolation asked. A 1g.10gb slice of an A100-80GB
+    // (9728 MiB) holds floor(9728 / 1536) = 6, capped at 4: 8 x 7 x 4 = 224 per p4de.24xlarge, whose
+    // 95190m and 1056 GiB hold 237 and 528: one node, $27.44705/h, against 56 x g4dn.xlarge at
+    // timeslice-4 ($29.46/h).
+    let p = plan::plan(&inventory("  - {name: shared, namespace: ml-shared, replicas: 224, gpuMemory: 1Gi, cpu: 400m, memory: 2Gi, isolation: none, current: {instanceType: g4dn.xlarge}}\n")).unwrap();
+    let w = &p.workloads[0];
+    assert_eq!(
+        (w.instance_type, w.layout),
+        ("p4de.24xlarge", Layout::MigTimeslice("1g.10gb", 4))
+    );
+    assert_eq!(w.replicas_per_node, 224);
+    assert!(close(p.after.usd_per_hour, 27.44705));
+    assert!(
+        w.reason
+            .contains("4 replicas of 1Gi + context overhead time-share one 1g.10gb slice"),
+        "{}",
+        w.reason
+    );
+    let json = serde_json::to_value(&p).unwrap();
+    assert_eq!(json["workloads"][0]["mode"], "mig-timeslice");
+    assert_eq!(json["workloads"][0]["profile"], "1g.10gb");
+    assert_eq!(json["workloads"][0]["replicasPerSlice"], 4);
+    assert_eq!(json["after"]["nodes"][0]["layout"], "all-1g.10gb-x4");
+    // Memory isolation rules it out: the slices are then the replicas' own.
+    let p = plan::plan(&inventory("  - {name: shared, namespace: ml-shared, replicas: 224, gpuMemory: 1Gi, cpu: 400m, memory: 2Gi, isolation: memory, current: {instanceType: g4dn.xlarge}}\n")).unwrap();
+    assert!(!matches!(
+        p.workloads[0].layout,
+        Layout::MigTimeslice(..) | Layout::Timeslice(_)
+    ));
+}
+
+#[test]
 fn workloads_that_pick_the_same_layout_share_nodes() {
     // b (7 replicas) and c (2 replicas) of 4Gi each pick g4dn.xlarge at timeslice-3: alone they need
     // 3 + 1 nodes, together ceil(9 / 3) = 3. a is the 56-replica MIG case.
@@ -252,9 +285,10 @@ fn bad_inventories_name_the_field() {
 #[test]
 fn emitted_artifacts_pass_policy_check_together() {
     let p = plan::plan(&inventory(
-        "  - {name: a, namespace: ml-a, replicas: 56, gpuMemory: 8Gi, isolation: memory, current: {instanceType: p4de.24xlarge}}\n  - {name: b, namespace: ml-b, replicas: 7, gpuMemory: 4Gi, isolation: none, current: {instanceType: g4dn.xlarge}}\n  - {name: llm, namespace: serving, replicas: 1, gpuMemory: 70Gi, isolation: memory, current: {instanceType: p5.48xlarge}}\n",
+        "  - {name: a, namespace: ml-a, replicas: 56, gpuMemory: 8Gi, isolation: memory, current: {instanceType: p4de.24xlarge}}\n  - {name: b, namespace: ml-b, replicas: 7, gpuMemory: 4Gi, isolation: none, current: {instanceType: g4dn.xlarge}}\n  - {name: llm, namespace: serving, replicas: 1, gpuMemory: 70Gi, isolation: memory, current: {instanceType: p5.48xlarge}}\n  - {name: shared, namespace: ml-shared, replicas: 224, gpuMemory: 1Gi, cpu: 400m, memory: 2Gi, isolation: none, current: {instanceType: g4dn.xlarge}}\n",
     ))
     .unwrap();
+    assert_eq!(p.workloads[3].layout, Layout::MigTimeslice("1g.10gb", 4));
     let dir = tempfile::tempdir().unwrap();
     let emitted = plan::emit::emit(&p, dir.path()).unwrap();
     assert!(emitted.conflicts.is_empty());
@@ -263,7 +297,7 @@ fn emitted_artifacts_pass_policy_check_together() {
     let ops = GpuOperatorConfigs::from_dir(&dir.path().join("gpu-operator")).unwrap();
     let report = check::check(&policy, "policy.yaml", Some(&pools), Some(&ops));
     assert_eq!(report.errors, Vec::<String>::new());
-    assert_eq!(pools.len(), 3);
+    assert_eq!(pools.len(), 4);
     let overlays = std::fs::read_to_string(dir.path().join("karpenter/nodeoverlays.yaml")).unwrap();
     assert!(
         overlays.contains("nvidia.com/mig-1g.10gb: '56'"),
@@ -272,6 +306,27 @@ fn emitted_artifacts_pass_policy_check_together() {
     assert!(
         overlays.contains("nvidia.com/gpu.shared: '3'"),
         "{overlays}"
+    );
+    // Time-sliced MIG: 8 GPUs x 7 1g.10gb slices x 4 replicas, under the renamed resource only.
+    assert!(
+        overlays.contains("nvidia.com/mig-1g.10gb.shared: '224'"),
+        "{overlays}"
+    );
+    let policy_text = std::fs::read_to_string(dir.path().join("policy.yaml")).unwrap();
+    assert!(
+        policy_text.contains("timeSlicing:\n        renameByDefault: true"),
+        "{policy_text}"
+    );
+    let plugin =
+        std::fs::read_to_string(dir.path().join("gpu-operator/device-plugin-config.yaml")).unwrap();
+    assert!(
+        plugin.contains("mig-1g.10gb-x4: |\n    version: v1\n    flags:\n      migStrategy: mixed\n    sharing:\n      timeSlicing:\n        renameByDefault: true\n        failRequestsGreaterThanOne: true\n        resources:\n          - name: nvidia.com/mig-1g.10gb\n            replicas: 4"),
+        "{plugin}"
+    );
+    let nodepools = std::fs::read_to_string(dir.path().join("karpenter/nodepools.yaml")).unwrap();
+    assert!(
+        nodepools.contains("nvidia.com/mig.config: all-1g.10gb\n        nvidia.com/device-plugin.config: mig-1g.10gb-x4"),
+        "{nodepools}"
     );
     // The emitted objects are valid against the CRDs and core types, like the shipped manifests.
     let v = common::validate::crd_validator("karpenter.sh_nodepools.yaml", "v1");
@@ -334,6 +389,12 @@ proptest! {
         for (w, wp) in inv.workloads.iter().zip(&p.workloads) {
             let it = catalog::instance_type(wp.instance_type).unwrap();
             match wp.layout {
+                Layout::MigTimeslice(prof, n) => {
+                    prop_assert_eq!(w.isolation, Isolation::None, "a memory-isolated workload was time-sliced");
+                    prop_assert!(n <= inv.max_shared_replicas);
+                    let m = it.gpu.mig_profile(prof).unwrap();
+                    prop_assert!(u128::from(n) * (w.gpu_memory + inv.context_overhead) <= u128::from(m.memory_mib) << 20);
+                }
                 Layout::Timeslice(n) => {
                     prop_assert_eq!(w.isolation, Isolation::None, "a memory-isolated workload was time-sliced");
                     prop_assert!(n <= inv.max_shared_replicas);
@@ -351,6 +412,7 @@ proptest! {
             // No GPU holds more than its MIG geometry or the replica cap allows.
             let per_gpu_cap = match g.layout_kind {
                 Layout::Mig(prof) => u64::from(it.gpu.mig_profile(prof).unwrap().max_per_gpu),
+                Layout::MigTimeslice(prof, n) => u64::from(it.gpu.mig_profile(prof).unwrap().max_per_gpu) * u64::from(n.min(inv.max_shared_replicas)),
                 Layout::Timeslice(n) => u64::from(n.min(inv.max_shared_replicas)),
                 Layout::Whole(_) => 1,
             };

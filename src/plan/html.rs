@@ -96,6 +96,11 @@ pub fn render(plan: &Plan) -> String {
             Layout::Mig(p) => catalog::instance_type(g.instance_type)
                 .and_then(|t| t.gpu.mig_profile(p))
                 .map_or(String::new(), |m| format!("{} x {p}", m.max_per_gpu)),
+            Layout::MigTimeslice(p, n) => catalog::instance_type(g.instance_type)
+                .and_then(|t| t.gpu.mig_profile(p))
+                .map_or(String::new(), |m| {
+                    format!("{} x {p}, each time-shared by {n}", m.max_per_gpu)
+                }),
             Layout::Timeslice(n) => format!("{n} time-sliced replicas"),
             Layout::Whole(per) => format!("whole ({per} per replica)"),
         };

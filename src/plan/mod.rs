@@ -2,7 +2,9 @@
 //!
 //! The model (README "Cost planner" states it for readers):
 //! - per workload, every priced catalog instance type offers: a MIG profile whose real memory holds the
-//!   replica's `gpuMemory`, laid out uniformly (`all-<profile>`, the catalog's max count per GPU); a
+//!   replica's `gpuMemory`, laid out uniformly (`all-<profile>`, the catalog's max count per GPU); for
+//!   `isolation: none` also such a layout with every slice time-shared by as many replicas as its
+//!   memory holds (`all-<profile>-x<n>`, capped as time-slicing is); a
 //!   time-sliced GPU (only `isolation: none`) with `min(maxSharedReplicas, floor(gpuMemory of the GPU /
 //!   (gpuMemory + contextOverhead)))` replicas; or whole GPUs (`gpusPerReplica` of them, whose memory
 //!   together holds `gpuMemory`);
@@ -272,6 +274,9 @@ impl Inventory {
 pub enum Layout {
     /// `all-<profile>`: every GPU cut into the catalog's max count of this profile.
     Mig(&'static str),
+    /// `all-<profile>-x<n>`: cut as `Mig`, and every slice time-shared by n replicas (the device
+    /// plugin's time-slicing on `nvidia.com/mig-<profile>`, mixed strategy, renamed `.shared`).
+    MigTimeslice(&'static str, u32),
     /// `timeslice-<n>`: every GPU shared by n replicas.
     Timeslice(u32),
     /// Whole GPUs, `n` per replica.
@@ -282,24 +287,45 @@ impl Layout {
     pub fn name(&self) -> String {
         match self {
             Layout::Mig(p) => format!("all-{p}"),
+            Layout::MigTimeslice(p, n) => format!("all-{p}-x{n}"),
             Layout::Timeslice(n) => format!("timeslice-{n}"),
             Layout::Whole(_) => "whole".to_string(),
+        }
+    }
+
+    /// The mig-parted config (`nvidia.com/mig.config`) the layout's nodes need, if any.
+    pub fn mig_config(&self) -> Option<String> {
+        match self {
+            Layout::Mig(p) | Layout::MigTimeslice(p, _) => Some(format!("all-{p}")),
+            _ => None,
+        }
+    }
+
+    /// The device plugin config (`nvidia.com/device-plugin.config`) the layout's nodes need, if any.
+    pub fn plugin_config(&self) -> Option<String> {
+        match self {
+            Layout::MigTimeslice(p, n) => Some(format!("mig-{p}-x{n}")),
+            Layout::Timeslice(n) => Some(format!("timeslice-{n}")),
+            _ => None,
         }
     }
 
     pub fn mode(&self) -> &'static str {
         match self {
             Layout::Mig(_) => "mig",
+            Layout::MigTimeslice(..) => "mig-timeslice",
             Layout::Timeslice(_) => "timeslice",
             Layout::Whole(_) => "whole",
         }
     }
 
-    /// Higher is stronger isolation.
+    /// Higher is stronger isolation. A time-shared slice bounds its replicas against the other
+    /// slices, not against each other: between a MIG slice and a time-sliced GPU.
     fn isolation_rank(&self) -> u8 {
         match self {
-            Layout::Whole(_) => 2,
-            Layout::Mig(_) => 1,
+            Layout::Whole(_) => 3,
+            Layout::Mig(_) => 2,
+            Layout::MigTimeslice(..) => 1,
             Layout::Timeslice(_) => 0,
         }
     }
@@ -312,6 +338,10 @@ impl Layout {
                 .gpu
                 .mig_profile(p)
                 .map_or(0, |m| gpus * u64::from(m.max_per_gpu)),
+            Layout::MigTimeslice(p, n) => it
+                .gpu
+                .mig_profile(p)
+                .map_or(0, |m| gpus * u64::from(m.max_per_gpu) * u64::from(*n)),
             Layout::Timeslice(n) => gpus * u64::from(*n),
             Layout::Whole(per) => gpus / u64::from(*per),
         }
@@ -387,7 +417,7 @@ impl Fit {
     fn text(&self, layout: &Layout) -> String {
         let by_gpu = match layout {
             Layout::Mig(_) => "MIG slices",
-            Layout::Timeslice(_) => "GPU memory",
+            Layout::MigTimeslice(..) | Layout::Timeslice(_) => "GPU memory",
             Layout::Whole(_) => "GPUs",
         };
         let mut out = format!("{} by {by_gpu}", slots_text(self.gpu));
@@ -457,19 +487,29 @@ impl Choice {
 fn layouts(w: &Workload, inv: &Inventory, it: &InstanceType) -> Vec<Layout> {
     let mut out = Vec::new();
     let gpu_bytes = u128::from(it.gpu.memory_mib) * MIB;
-    for p in it.gpu.mig_profiles {
-        if u128::from(p.memory_mib) * MIB >= w.gpu_memory {
-            out.push(Layout::Mig(p.name));
-        }
-    }
-    if w.isolation == Isolation::None {
-        let fit = gpu_bytes / (w.gpu_memory + inv.context_overhead);
-        let n = u32::try_from(fit)
+    // Time-shared replicas per device: as many as its memory holds with their context overhead, up
+    // to maxSharedReplicas; fewer than two is not sharing.
+    let shared = |device_bytes: u128| {
+        let n = u32::try_from(device_bytes / (w.gpu_memory + inv.context_overhead))
             .unwrap_or(u32::MAX)
             .min(inv.max_shared_replicas);
-        if n >= 2 {
-            out.push(Layout::Timeslice(n));
+        (n >= 2).then_some(n)
+    };
+    for p in it.gpu.mig_profiles {
+        let slice = u128::from(p.memory_mib) * MIB;
+        if slice >= w.gpu_memory {
+            out.push(Layout::Mig(p.name));
         }
+        if w.isolation == Isolation::None
+            && let Some(n) = shared(slice)
+        {
+            out.push(Layout::MigTimeslice(p.name, n));
+        }
+    }
+    if w.isolation == Isolation::None
+        && let Some(n) = shared(gpu_bytes)
+    {
+        out.push(Layout::Timeslice(n));
     }
     let per = w.gpus_per_replica;
     if it.gpus >= per && gpu_bytes * u128::from(per) >= w.gpu_memory {
@@ -589,6 +629,17 @@ pub fn pick(w: &Workload, inv: &Inventory) -> Result<Pick, String> {
             format!(
                 "a {p} slice ({mib} MiB on {}) holds {}",
                 choice.instance.gpu.name, w.gpu_memory_text
+            )
+        }
+        Layout::MigTimeslice(p, n) => {
+            let mib = choice
+                .instance
+                .gpu
+                .mig_profile(p)
+                .map_or(0, |m| m.memory_mib);
+            format!(
+                "{n} replicas of {} + context overhead time-share one {p} slice ({mib} MiB on {}); no isolation asked",
+                w.gpu_memory_text, choice.instance.gpu.name
             )
         }
         Layout::Timeslice(n) => format!(
@@ -732,6 +783,9 @@ pub struct WorkloadPlan {
     pub profile: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replicas_per_gpu: Option<u32>,
+    /// Replicas time-sharing one MIG slice (`mig-timeslice`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas_per_slice: Option<u32>,
     pub instance_type: &'static str,
     /// Replicas one node holds (alone): the least of GPU slots, vCPU and memory.
     pub replicas_per_node: u64,
@@ -902,11 +956,15 @@ pub fn plan(inv: &Inventory) -> Result<Plan, Vec<String>> {
                 namespace: w.namespace.clone(),
                 mode: p.choice.layout.mode(),
                 profile: match p.choice.layout {
-                    Layout::Mig(prof) => Some(prof),
+                    Layout::Mig(prof) | Layout::MigTimeslice(prof, _) => Some(prof),
                     _ => None,
                 },
                 replicas_per_gpu: match p.choice.layout {
                     Layout::Timeslice(n) => Some(n),
+                    _ => None,
+                },
+                replicas_per_slice: match p.choice.layout {
+                    Layout::MigTimeslice(_, n) => Some(n),
                     _ => None,
                 },
                 instance_type: p.choice.instance.name,
