@@ -280,6 +280,11 @@ fn bad_inventories_name_the_field() {
         err[0].contains("no catalogued GPU holds gpuMemory 900Gi"),
         "{err:?}"
     );
+    let err = plan::plan(&inventory("  - {name: a, namespace: b, replicas: 1, gpuMemory: 1Gi, cpu: 500, memory: 1Gi, isolation: none, current: {instanceType: g6.xlarge}}\n")).unwrap_err();
+    assert!(
+        err[0].contains("no catalogued instance type holds one replica of gpuMemory 1Gi (no isolation), cpu 500 and memory 1Gi on one node"),
+        "{err:?}"
+    );
 }
 
 #[test]

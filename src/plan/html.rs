@@ -194,8 +194,8 @@ td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
 <li>Hosts are modelled: a node holds as many replicas as its GPU slots, its allocatable vCPU and its allocatable memory all allow. Allocatable is the instance's size less what Karpenter subtracts (VM overhead 7.5% of memory, kube-reserved CPU and memory, the 100Mi eviction threshold) less {reserve_cpu} vCPU and {reserve_mem} per node for DaemonSets (GPU Operator, CNI, kube-proxy, logging). Instance sizes: {sizes}.</li>
 <li>Isolation is modelled: workloads that ask for memory isolation get a MIG slice or whole GPUs, never time-slicing.</li>
 <li>Compute is not modelled: a slice gets a fraction of the GPU's compute and time-sliced replicas share it; check latency-critical workloads under load.</li>
-<li>A node runs one layout on all its GPUs; workloads that picked the same instance type and layout share nodes.</li>
-<li>“Before” is each workload's current placement on whole GPUs, as it runs today.</li>
+<li>A node runs one layout on all its GPUs; workloads that picked the same instance type and layout share nodes, packed so that no node exceeds its GPU slots, vCPU or memory.</li>
+<li>“Before” is each workload's current placement on whole GPUs, as it runs today, within the same host limits.</li>
 {unpriced}
 {warnings}
 </ul>

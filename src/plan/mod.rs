@@ -592,24 +592,23 @@ fn slots_text(n: u64) -> String {
 pub fn pick(w: &Workload, inv: &Inventory) -> Result<Pick, String> {
     let (best, second) = best_two(options(w, inv));
     let choice = best.ok_or_else(|| {
-        let host = if w.host_checked() || w.cpu_millis.is_some() || w.memory.is_some() {
-            format!(
-                " with cpu {} and memory {} per replica on a node",
-                w.cpu_millis.map_or("-".into(), cpu_text),
-                w.memory.map_or("-".into(), memory_text)
-            )
-        } else {
-            String::new()
+        let isolation = match w.isolation {
+            Isolation::Memory => "memory isolation",
+            Isolation::None => "no isolation",
         };
+        if w.cpu_millis.is_none() && w.memory.is_none() {
+            return format!(
+                "{}/{}: no catalogued GPU holds gpuMemory {} ({isolation})",
+                w.namespace, w.name, w.gpu_memory_text
+            );
+        }
         format!(
-            "{}/{}: no catalogued GPU holds gpuMemory {} ({}){host}",
+            "{}/{}: no catalogued instance type holds one replica of gpuMemory {} ({isolation}), cpu {} and memory {} on one node (allocatable: after kube-reserved, the eviction threshold and the node reserve)",
             w.namespace,
             w.name,
             w.gpu_memory_text,
-            match w.isolation {
-                Isolation::Memory => "memory isolation",
-                Isolation::None => "no isolation",
-            }
+            w.cpu_millis.map_or("-".into(), cpu_text),
+            w.memory.map_or("-".into(), memory_text)
         )
     })?;
     let by_gpu_alone = if w.cpu_millis.is_some() || w.memory.is_some() {
