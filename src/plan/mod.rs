@@ -1,6 +1,6 @@
 //! `gpu-slicer plan`: what slicing saves, and the configs that get there.
 //!
-//! The model (README "Cost planner" states it for readers):
+//! The model (docs/cost-planner.md states it for readers):
 //! - per workload, every priced catalog instance type offers: a MIG profile whose real memory holds the
 //!   replica's `gpuMemory`, laid out uniformly (`all-<profile>`, the catalog's max count per GPU); for
 //!   `isolation: none` also such a layout with every slice time-shared by as many replicas as its
