@@ -384,7 +384,8 @@ fn feasible_current(inv: &Inventory) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    // Most random current placements cannot hold their replicas' GPU memory and are rejected: room for them.
+    #![proptest_config(ProptestConfig { cases: 200, max_global_rejects: 50_000, ..ProptestConfig::default() })]
 
     #[test]
     fn plans_respect_geometry_isolation_hosts_and_never_cost_more(ws in (1usize..5).prop_flat_map(|n| (0..n).map(arb_workload).collect::<Vec<_>>())) {
