@@ -95,6 +95,14 @@ pub struct PlanArgs {
     /// Override the inventory's contextOverhead (a quantity, e.g. 512Mi).
     #[arg(long)]
     pub context_overhead: Option<String>,
+    /// Override the inventory's spec.nodeReserve.cpu: vCPU the DaemonSets take on every GPU node
+    /// (default 500m).
+    #[arg(long)]
+    pub node_reserve_cpu: Option<String>,
+    /// Override the inventory's spec.nodeReserve.memory: memory the DaemonSets take on every GPU node
+    /// (default 1Gi).
+    #[arg(long)]
+    pub node_reserve_memory: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -749,7 +757,18 @@ fn plan_command(args: PlanArgs) -> ExitCode {
             inventory.context_overhead = crate::quantity::parse(q)
                 .ok_or_else(|| format!("--context-overhead {q:?} is not a quantity"))?;
         }
+        if let Some(q) = &args.node_reserve_cpu {
+            inventory.node_reserve.cpu_millis = plan::parse_cpu(q)
+                .ok_or_else(|| format!("--node-reserve-cpu {q:?} is not a CPU quantity"))?;
+        }
+        if let Some(q) = &args.node_reserve_memory {
+            inventory.node_reserve.memory = crate::quantity::parse(q)
+                .ok_or_else(|| format!("--node-reserve-memory {q:?} is not a quantity"))?;
+        }
         let plan = plan::plan(&inventory).map_err(|e| e.join("\n"))?;
+        for w in &plan.warnings {
+            eprintln!("warning: {w}");
+        }
         match args.output {
             PlanOutput::Table => print!("{}", plan::table(&plan)),
             PlanOutput::Json => println!(
@@ -812,6 +831,7 @@ fn inventory_from_cluster(kubeconfig: Option<&Path>) -> Result<plan::Inventory, 
     Ok(plan::Inventory {
         max_shared_replicas: plan::DEFAULT_MAX_SHARED_REPLICAS,
         context_overhead: plan::DEFAULT_CONTEXT_OVERHEAD,
+        node_reserve: plan::allocatable::NodeReserve::default(),
         workloads,
     })
 }
