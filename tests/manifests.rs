@@ -87,8 +87,8 @@ fn karpenter_objects_validate_against_the_real_crds() {
             obj["metadata"]["name"]
         );
     }
-    // manifests/karpenter (5) and the MIG single-strategy example (2).
-    assert_eq!(counts[0], 7, "NodePools");
+    // manifests/karpenter (5), the MIG single-strategy example (2), the DRA example (2).
+    assert_eq!(counts[0], 9, "NodePools");
     assert!(counts[1] >= 4, "NodeOverlays");
     assert_eq!(counts[2], 1, "EC2NodeClass");
 
