@@ -410,6 +410,7 @@ async fn serve_async(args: ServeArgs) -> Result<(), String> {
         PolicyReloader::new(path.clone(), policy_bytes, app.clone()).spawn(every);
     }
     if let Some(client) = cluster_client(&args).await? {
+        crate::dra_sync::spawn_when_needed(client.clone(), app.clone(), every);
         let cluster = Cluster::start(
             client,
             app.pools.clone(),

@@ -20,6 +20,7 @@ pub mod check;
 pub mod cli;
 pub mod cluster;
 pub mod dra;
+pub mod dra_sync;
 pub mod engine;
 pub mod gpu_operator;
 pub mod karpenter;
