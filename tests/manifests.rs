@@ -205,6 +205,8 @@ fn the_webhook_configuration_is_what_the_design_asks_for() {
         cel.contains("initContainers") && cel.contains("nvidia.com/"),
         "{cel}"
     );
+    // Pods that claim from gpu-slicer's templates (backend: dra) are enforced too.
+    assert!(cel.contains("resourceClaimTemplateName.startsWith('gpu-slicer-')"), "{cel}");
 }
 
 #[test]
