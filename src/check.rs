@@ -443,6 +443,15 @@ fn check_dra_rules(
             report.errors.push(format!("{at}: {why}"));
             continue;
         }
+        match rule.action {
+            Action::Mig => report.notes.push(format!(
+                "{at}: Karpenter 1.15 has no metadata for MIG devices, so it cannot launch nodes for MIG claims: keep capacity in the rule's NodePool (static or pre-created nodes)"
+            )),
+            Action::Timeslice => report.notes.push(format!(
+                "{at}: shared GPUs need the NVIDIA DRA driver's ConsumableShares feature gate and consumableShares: N, and for Karpenter the same N in the EC2NodeClass annotation karpenter.k8s.aws/nvidia-consumable-capacity"
+            )),
+            _ => {}
+        }
         if let Some(classes) = classes {
             let mut wanted: Vec<&str> = dra::templates(rule)
                 .iter()

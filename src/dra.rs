@@ -5,10 +5,18 @@
 //! Pure data, like the catalog: the engine names templates with it, `gpu-slicer dra templates` prints
 //! them, and cluster mode keeps them in the namespaces that need them.
 //!
-//! NVIDIA DRA driver facts honoured here (NVIDIA/k8s-dra-driver-gpu, `deployments/helm/.../deviceclass*`
-//! and `api/nvidia.com/resource/v1beta1`): whole GPUs are DeviceClass `gpu.nvidia.com`, MIG devices
-//! `mig.nvidia.com`, both published by driver `gpu.nvidia.com` with attribute `type` (`gpu` | `mig`) and,
-//! for MIG devices, `profile` (e.g. `1g.10gb`).
+//! NVIDIA DRA driver facts honoured here (kubernetes-sigs/dra-driver-nvidia-gpu, formerly
+//! NVIDIA/k8s-dra-driver-gpu; its docs `concepts/gpu-allocation.md`, `reference/resourceslice-attributes.md`,
+//! `concepts/gpu-sharing.md`): whole GPUs are DeviceClass `gpu.nvidia.com`, MIG devices `mig.nvidia.com`,
+//! both published by driver `gpu.nvidia.com` with attribute `type` (`gpu` | `mig`) and, for MIG devices,
+//! `profile` (e.g. `1g.10gb`). Pods whose claims come from a template never share a device unless the
+//! driver runs with `ConsumableShares` (consumable capacity, KEP-5075; `DRAConsumableCapacity` is on by
+//! default in Kubernetes 1.36): it then publishes `allowMultipleAllocations` devices with a `shares`
+//! capacity, and a claim that requests one share gets a time-sliced share of a GPU. Karpenter 1.15
+//! plans that (EC2NodeClass annotation `karpenter.k8s.aws/nvidia-consumable-capacity`), and whole
+//! GPUs; it has no metadata for MIG devices. MPS cannot be shared per pod (the driver refuses MPS
+//! with consumable shares), nor can time-slicing on MIG devices (the driver documents
+//! `MigDeviceConfig` time-slicing as having no effect).
 
 use serde_json::{Value, json};
 
@@ -30,21 +38,27 @@ pub const REQUEST: &str = "gpu";
 /// cover.
 pub const MAX_GPUS_PER_NODE: u64 = 8;
 
+/// The capacity a shared-GPU claim consumes: one of the driver's consumable shares.
+pub const SHARES: &str = "shares";
+
 /// One ResourceClaimTemplate a rule can reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
-    /// `gpu-slicer-mig-1g.10gb`, `gpu-slicer-gpu-x2`, ...
+    /// `gpu-slicer-mig-1g.10gb`, `gpu-slicer-gpu-x2`, `gpu-slicer-gpu-shared`, ...
     pub name: String,
     pub device_class: &'static str,
     /// `Some(profile)` for MIG devices.
     pub profile: Option<String>,
     pub count: u64,
+    /// One consumable share of a GPU (time-slicing across pods) rather than the whole device.
+    pub shared: bool,
 }
 
 impl Template {
     /// What the template gives, for warnings and the audit trail: `mig 1g.10gb`, `2 whole GPUs`.
     pub fn describe(&self) -> String {
         match (&self.profile, self.count) {
+            _ if self.shared => "time-sliced GPU share".to_string(),
             (Some(p), 1) => format!("mig {p}"),
             (Some(p), n) => format!("{n} x mig {p}"),
             (None, 1) => "whole GPU".to_string(),
@@ -61,6 +75,11 @@ impl Template {
         });
         if let Some(profile) = &self.profile {
             request["selectors"] = json!([{"cel": {"expression": profile_selector(profile)}}]);
+        }
+        if self.shared {
+            // Explicit, so a cluster whose driver does not publish shares fails to allocate the claim
+            // (the pod stays Pending with the reason) instead of silently taking a whole GPU.
+            request["capacity"] = json!({"requests": {SHARES: "1"}});
         }
         json!({
             "apiVersion": "resource.k8s.io/v1",
@@ -101,6 +120,26 @@ pub fn template(profile: Option<&str>, count: u64) -> Template {
         },
         profile: profile.map(str::to_string),
         count,
+        shared: false,
+    }
+}
+
+/// The template a `timeslice` rule's containers get: one consumable share of a whole GPU.
+pub fn shared_template() -> Template {
+    Template {
+        name: format!("{PREFIX}gpu-shared"),
+        device_class: GPU_CLASS,
+        profile: None,
+        count: 1,
+        shared: true,
+    }
+}
+
+/// The template for one container's ask under `rule` (`profile` for `mig` rules).
+pub fn template_for(rule: &Rule, profile: Option<&str>, count: u64) -> Template {
+    match rule.action {
+        Action::Timeslice => shared_template(),
+        _ => template(profile, count),
     }
 }
 
@@ -118,25 +157,30 @@ pub fn templates(rule: &Rule) -> Vec<Template> {
             .flat_map(|p| (1..=max).map(move |n| template(Some(p), n)))
             .collect(),
         Action::Exclusive => (1..=max).map(|n| template(None, n)).collect(),
+        Action::Timeslice => vec![shared_template()],
         _ => Vec::new(),
     }
 }
 
-/// Why a `dra` rule's action cannot be served by per-pod claims, if it cannot: sharing one device
-/// between pods needs one claim referenced by all of them, which a per-namespace template cannot
-/// give (each pod gets its own claim and so its own device).
+/// Why a `dra` rule's action cannot be served by per-pod claims, if it cannot. MPS across pods needs
+/// one ResourceClaim that all of them reference (a template gives each pod a claim, and so a device,
+/// of its own), and the driver refuses MPS where consumable shares would let claims share a GPU;
+/// time-slicing configured on MIG devices has no effect (the driver's MIG guide).
 pub fn unsupported(rule: &Rule) -> Option<String> {
     if rule.backend != Backend::Dra {
         return None;
     }
-    let what = match rule.action {
-        Action::Timeslice => "time-sliced",
-        Action::Mps => "MPS",
-        Action::Mig if rule.mig_time_slicing.is_some() => "time-sliced MIG",
+    let why = match rule.action {
+        Action::Mps => {
+            "MPS GPUs cannot be served with backend dra: MPS across pods needs one ResourceClaim that all of them reference, and the NVIDIA DRA driver refuses MPS where claims share GPUs through consumable shares"
+        }
+        Action::Mig if rule.mig_time_slicing.is_some() => {
+            "time-sliced MIG cannot be served with backend dra: the NVIDIA DRA driver documents time-slicing on MIG devices as having no effect, and Karpenter has no metadata for MIG devices"
+        }
         _ => return None,
     };
     Some(format!(
-        "{what} GPUs cannot be served with backend dra yet: a ResourceClaimTemplate gives each pod a claim, and so a device, of its own (sharing config in it shares the device among that pod's containers only); sharing across pods needs one ResourceClaim that all of them reference. Use backend devicePlugin for rule {}",
+        "{why}; use backend devicePlugin for rule {}",
         rule.name
     ))
 }
@@ -245,13 +289,20 @@ mod tests {
 
     #[test]
     fn sharing_across_pods_is_refused_with_the_reason() {
-        let r = rule(
-            "{name: a, action: timeslice, backend: dra, shared: {resourceName: nvidia.com/gpu.shared}}",
-        );
+        let r = rule("{name: a, action: mps, backend: dra}");
         assert!(
             unsupported(&r)
                 .unwrap()
                 .contains("one ResourceClaim that all of them reference")
+        );
+        let r = rule("{name: a, action: timeslice, backend: dra}");
+        assert!(unsupported(&r).is_none());
+        let t = templates(&r);
+        assert_eq!(t.len(), 1);
+        let obj = t[0].object("ns", "a");
+        assert_eq!(
+            obj["spec"]["spec"]["devices"]["requests"][0]["exactly"]["capacity"],
+            json!({"requests": {"shares": "1"}})
         );
         assert!(
             unsupported(&rule(

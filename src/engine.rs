@@ -704,7 +704,7 @@ impl Planner<'_> {
         ordered.sort_by_key(|u| (u.section == Section::InitContainers, u.index));
         let mut added: Vec<(String, String)> = Vec::new();
         for u in ordered {
-            let template = dra::template(profile, u.count.unwrap_or(1));
+            let template = dra::template_for(self.rule, profile, u.count.unwrap_or(1));
             let reuse = (u.section == Section::InitContainers)
                 .then(|| added.iter().find(|(_, t)| *t == template.name))
                 .flatten()

@@ -640,6 +640,7 @@ fn validate_rule(spec: RuleSpec, default_backend: Backend) -> Result<Rule, (Stri
         }
     }
 
+    let backend = spec.backend.unwrap_or(default_backend);
     let (mut mig_profile, mut allowed_profiles) = (None, Vec::new());
     let (mut mig_strategy, mut mig_time_slicing) = (MigStrategy::Mixed, None);
     if action == Action::Mig {
@@ -689,7 +690,8 @@ fn validate_rule(spec: RuleSpec, default_backend: Backend) -> Result<Rule, (Stri
     }
 
     let mut shared_resource = None;
-    if action.is_shared() {
+    // With backend dra a shared GPU is a claim, not a renamed resource: `shared` is optional there.
+    if action.is_shared() && (backend == Backend::DevicePlugin || spec.shared.is_some()) {
         let Some(shared) = &spec.shared else {
             return err(
                 "shared",
@@ -783,7 +785,6 @@ fn validate_rule(spec: RuleSpec, default_backend: Backend) -> Result<Rule, (Stri
         });
     }
 
-    let backend = spec.backend.unwrap_or(default_backend);
     if backend == Backend::Dra && mig_strategy == MigStrategy::Single {
         return err(
             "mig.strategy",

@@ -273,13 +273,42 @@ fn own_claims_are_enforced_never_rewritten() {
 }
 
 #[test]
-fn sharing_across_pods_is_denied_with_the_reason() {
+fn time_slicing_is_a_consumable_share_and_mps_or_time_sliced_mig_are_denied() {
     let policy = Policy::parse(
-        "apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec:\n  defaultBackend: dra\n  rules:\n  - {name: ts, namespaces: [ts], action: timeslice, shared: {resourceName: nvidia.com/gpu.shared}}\n  - {name: mps, namespaces: [mps], action: mps, shared: {resourceName: nvidia.com/gpu.shared}}\n  - {name: tsmig, namespaces: [tsmig], action: mig, mig: {profile: 1g.10gb, timeSlicing: {renameByDefault: true}}}\n  - {name: plain, namespaces: [plain], action: mig, backend: devicePlugin, mig: {profile: 1g.10gb}}\n",
+        "apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec:\n  defaultBackend: dra\n  rules:\n  - {name: ts, namespaces: [ts], action: timeslice}\n  - {name: mps, namespaces: [mps], action: mps}\n  - {name: tsmig, namespaces: [tsmig], action: mig, mig: {profile: 1g.10gb, timeSlicing: {renameByDefault: true}}}\n  - {name: plain, namespaces: [plain], action: mig, backend: devicePlugin, mig: {profile: 1g.10gb}}\n",
         "p.yaml",
     )
     .unwrap();
-    for ns in ["ts", "mps", "tsmig"] {
+    // Time-slicing across pods: each pod's claim takes one consumable share of a GPU.
+    let (d, out) = run(
+        &one_gpu(),
+        "ts",
+        &labels(&[]),
+        &policy,
+        &NodePoolIndex::default(),
+    );
+    assert!(d.allowed(), "{:?}", d.denied);
+    assert_eq!(
+        out["spec"]["resourceClaims"][0]["resourceClaimTemplateName"],
+        "gpu-slicer-gpu-shared"
+    );
+    assert_valid_pod(&out);
+    let t = &dra::templates(&policy.rules[0])[0].object("ts", "ts");
+    assert_eq!(
+        t["spec"]["spec"]["devices"]["requests"][0]["exactly"]["capacity"]["requests"]["shares"],
+        "1"
+    );
+    roundtrip::<k8s_openapi::api::resource::v1::ResourceClaimTemplate>(t).unwrap();
+    let p = pod(vec![container("main", &[("nvidia.com/gpu", "2")], false)]);
+    let (d, _) = run(&p, "ts", &labels(&[]), &policy, &NodePoolIndex::default());
+    assert!(d.denied.unwrap().contains("at most 1 per container"));
+    for (ns, why) in [
+        (
+            "mps",
+            "MPS across pods needs one ResourceClaim that all of them reference",
+        ),
+        ("tsmig", "time-slicing on MIG devices as having no effect"),
+    ] {
         let (d, _) = run(
             &one_gpu(),
             ns,
@@ -288,14 +317,8 @@ fn sharing_across_pods_is_denied_with_the_reason() {
             &NodePoolIndex::default(),
         );
         let msg = d.denied.unwrap_or_default();
-        assert!(
-            msg.contains("cannot be served with backend dra yet"),
-            "{ns}: {msg}"
-        );
-        assert!(
-            msg.contains("one ResourceClaim that all of them reference"),
-            "{ns}: {msg}"
-        );
+        assert!(msg.contains(why), "{ns}: {msg}");
+        assert!(msg.contains("use backend devicePlugin"), "{ns}: {msg}");
     }
     // spec.defaultBackend applies; a rule's backend overrides it.
     let (d, out) = run(
@@ -317,6 +340,14 @@ fn sharing_across_pods_is_denied_with_the_reason() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("spec.rules[0].mig.strategy"), "{e}");
+    // A device-plugin timeslice rule still needs its resource name.
+    let e = Policy::parse(
+        "apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec:\n  rules:\n  - {name: a, action: timeslice}\n",
+        "p.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("needs shared.resourceName"), "{e}");
 }
 
 fn one_gpu() -> Value {

@@ -206,7 +206,10 @@ fn the_webhook_configuration_is_what_the_design_asks_for() {
         "{cel}"
     );
     // Pods that claim from gpu-slicer's templates (backend: dra) are enforced too.
-    assert!(cel.contains("resourceClaimTemplateName.startsWith('gpu-slicer-')"), "{cel}");
+    assert!(
+        cel.contains("resourceClaimTemplateName.startsWith('gpu-slicer-')"),
+        "{cel}"
+    );
 }
 
 #[test]
