@@ -2,10 +2,15 @@
 //! those NodePools select? Every finding names the rule, the NodePool and the config involved.
 
 use crate::catalog::{self, InstanceType};
+use crate::dra;
 use crate::gpu_operator::{DeviceMigStrategy, GpuOperatorConfigs, MigLayout, SharingMode};
 use crate::karpenter::{self, DEVICE_PLUGIN_CONFIG_LABEL, MIG_CONFIG_LABEL};
 use crate::nodepool::{INSTANCE_TYPE_LABEL, NodePool, NodePoolIndex};
-use crate::policy::{Action, MigStrategy, Policy, Rule, mig_resource};
+use crate::policy::{Action, Backend, MigStrategy, Policy, Rule, mig_resource};
+
+/// The GPU Operator's per-node switch for its device plugin: a DRA pool's template sets it to
+/// `"false"`, so the device plugin and the DRA driver never both manage the node's GPUs.
+pub const DEPLOY_DEVICE_PLUGIN_LABEL: &str = "nvidia.com/gpu.deploy.device-plugin";
 
 /// What `policy check` found.
 #[derive(Debug, Default)]
@@ -39,6 +44,17 @@ pub fn check(
     pools: Option<&NodePoolIndex>,
     ops: Option<&GpuOperatorConfigs>,
 ) -> Report {
+    check_with_device_classes(policy, origin, pools, ops, None)
+}
+
+/// [`check`], and the DeviceClasses `dra` rules' templates use against the names in `classes`.
+pub fn check_with_device_classes(
+    policy: &Policy,
+    origin: &str,
+    pools: Option<&NodePoolIndex>,
+    ops: Option<&GpuOperatorConfigs>,
+    classes: Option<&std::collections::BTreeSet<String>>,
+) -> Report {
     let mut report = Report::default();
     let audited: Vec<&str> = policy.audited_rules().collect();
     if !audited.is_empty() {
@@ -48,6 +64,7 @@ pub fn check(
             audited.join(", ")
         ));
     }
+    check_dra_rules(policy, origin, pools, classes, &mut report);
     let Some(pools) = pools else {
         report
             .notes
@@ -68,6 +85,9 @@ pub fn check(
         let Some(name) = rule.node_pool.as_deref() else {
             continue;
         };
+        if rule.backend == Backend::Dra {
+            continue; // check_dra_rules
+        }
         let at = format!("{origin}: spec.rules[{i}] ({})", rule.name);
         let Some(pool) = pools.get(name) else {
             report.errors.push(format!(
@@ -397,6 +417,120 @@ fn check_mig_naming(
                 it.name,
                 advertised.join(", ")
             ));
+        }
+    }
+}
+
+/// `backend: dra` rules: the action is one per-pod claims can serve, the device classes their templates
+/// name exist (given `--device-classes`), and their NodePools leave the GPUs to the DRA driver: the GPU
+/// Operator's device plugin is switched off there and no device-plugin rule routes to the same pool.
+fn check_dra_rules(
+    policy: &Policy,
+    origin: &str,
+    pools: Option<&NodePoolIndex>,
+    classes: Option<&std::collections::BTreeSet<String>>,
+    report: &mut Report,
+) {
+    let dra_rules: Vec<(usize, &Rule)> = policy
+        .rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.backend == Backend::Dra)
+        .collect();
+    if dra_rules.is_empty() {
+        return;
+    }
+    if classes.is_none() {
+        report
+            .notes
+            .push("device classes not checked: give --device-classes DIR".into());
+    }
+    for (i, rule) in dra_rules {
+        let at = format!("{origin}: spec.rules[{i}] ({})", rule.name);
+        if let Some(why) = dra::unsupported(rule) {
+            report.errors.push(format!("{at}: {why}"));
+            continue;
+        }
+        match rule.action {
+            Action::Mig => report.notes.push(format!(
+                "{at}: Karpenter 1.15 has no metadata for MIG devices, so it cannot launch nodes for MIG claims: keep capacity in the rule's NodePool (static or pre-created nodes)"
+            )),
+            Action::Timeslice => report.notes.push(format!(
+                "{at}: shared GPUs need the NVIDIA DRA driver's ConsumableShares feature gate and consumableShares: N, and for Karpenter the same N in the EC2NodeClass annotation karpenter.k8s.aws/nvidia-consumable-capacity"
+            )),
+            _ => {}
+        }
+        if let Some(classes) = classes {
+            let mut wanted: Vec<&str> = dra::templates(rule)
+                .iter()
+                .map(|t| t.device_class)
+                .collect();
+            wanted.dedup();
+            for class in wanted {
+                if !classes.contains(class) {
+                    report.errors.push(format!(
+                        "{at}: DeviceClass {class} is not among the DeviceClasses given: install the NVIDIA DRA driver (it creates {} and {})",
+                        dra::GPU_CLASS,
+                        dra::MIG_CLASS
+                    ));
+                }
+            }
+        }
+        let (Some(name), Some(pools)) = (rule.node_pool.as_deref(), pools) else {
+            continue;
+        };
+        let Some(pool) = pools.get(name) else {
+            report.errors.push(format!(
+                "{at}: nodePool {name:?} is not a NodePool in the NodePools given"
+            ));
+            continue;
+        };
+        let pool_at = match &pool.source {
+            Some(src) => format!("NodePool {name} ({src})"),
+            None => format!("NodePool {name}"),
+        };
+        if pool
+            .template_labels
+            .get(DEPLOY_DEVICE_PLUGIN_LABEL)
+            .map(String::as_str)
+            != Some("false")
+        {
+            report.errors.push(format!(
+                "{at}: {pool_at}: set the template label {DEPLOY_DEVICE_PLUGIN_LABEL}: \"false\": otherwise the GPU Operator's device plugin and the DRA driver both manage the nodes' GPUs"
+            ));
+        }
+        if let Some(plugin) = pool.template_labels.get(DEVICE_PLUGIN_CONFIG_LABEL) {
+            report.errors.push(format!(
+                "{at}: {pool_at}: {DEVICE_PLUGIN_CONFIG_LABEL}={plugin} configures a device plugin on a DRA pool; remove it"
+            ));
+        }
+        for (j, other) in policy.rules.iter().enumerate() {
+            if other.backend == Backend::DevicePlugin && other.node_pool.as_deref() == Some(name) {
+                report.errors.push(format!(
+                    "{at}: {pool_at} is also the pool of device-plugin rule spec.rules[{j}] ({}): a pool's GPUs are the device plugin's or the DRA driver's, not both",
+                    other.name
+                ));
+            }
+        }
+        if let Some(types) = pool.instance_types() {
+            for t in types {
+                let Some(it) = catalog::instance_type(t) else {
+                    report.errors.push(format!(
+                        "{at}: {pool_at}: instance type {t} is not a GPU instance type gpu-slicer knows"
+                    ));
+                    continue;
+                };
+                if rule.action == Action::Mig {
+                    for p in &rule.allowed_profiles {
+                        if it.gpu.mig_profile(p).is_none() {
+                            report.errors.push(format!(
+                                "{at}: {pool_at}: MIG profile {p} does not exist on {} ({})",
+                                it.gpu.name, it.name
+                            ));
+                        }
+                    }
+                }
+            }
         }
     }
 }

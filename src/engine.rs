@@ -16,10 +16,11 @@ use serde_json::Value;
 
 use crate::audit::{self, Change, Outcome, Record};
 use crate::catalog;
+use crate::dra;
 use crate::nodepool::{NODEPOOL_LABEL, NodePool, NodePoolIndex};
 use crate::pod::{Pod, Section, Toleration};
 use crate::policy::{
-    Action, DefaultAction, MIG_PREFIX, MigStrategy, Mode, Policy, Rule, WHOLE_GPU,
+    Action, Backend, DefaultAction, MIG_PREFIX, MigStrategy, Mode, Policy, Rule, WHOLE_GPU,
 };
 use crate::quantity;
 
@@ -178,16 +179,25 @@ fn scan<'p>(pod: &'p Pod, policy: &Policy) -> Vec<GpuUse<'p>> {
     uses
 }
 
+/// The pod's claims made from gpu-slicer's ResourceClaimTemplates (our own output, or a pod that
+/// names such a template itself): GPU asks too, enforced against the rule.
+fn slicer_claims(pod: &Pod) -> impl Iterator<Item = (&str, &str)> {
+    pod.spec.resource_claims.iter().flatten().filter_map(|c| {
+        let t = c.resource_claim_template_name.as_deref()?;
+        t.starts_with(dra::PREFIX).then_some((c.name.as_str(), t))
+    })
+}
+
 /// Whether the pod asks for any GPU resource (only such pods are decided on, audited, or need facts
 /// such as namespace labels).
 pub fn asks_for_gpu(pod: &Pod, policy: &Policy) -> bool {
-    !scan(pod, policy).is_empty()
+    !scan(pod, policy).is_empty() || slicer_claims(pod).next().is_some()
 }
 
 /// Decides what to do with a pod being created.
 pub fn decide(pod: &Pod, ns: Namespace<'_>, policy: &Policy, pools: &NodePoolIndex) -> Decision {
     let uses = scan(pod, policy);
-    if uses.is_empty() {
+    if uses.is_empty() && slicer_claims(pod).next().is_none() {
         // Not a GPU pod: no rule applies, not even deny (a deny rule bans GPUs, not pods).
         return Decision::untouched();
     }
@@ -323,6 +333,13 @@ impl Planner<'_> {
             Action::Mig | Action::Timeslice | Action::Mps | Action::Exclusive => {}
         }
 
+        if let Some(msg) = dra::unsupported(rule) {
+            return self.deny(msg);
+        }
+        if let Err(msg) = self.check_slicer_claims() {
+            return self.deny(msg);
+        }
+
         let opt_out = self.pod.annotation(EXCLUSIVE_ANNOTATION) == Some("true");
         if opt_out && rule.action != Action::Exclusive {
             if rule.allow_opt_out {
@@ -386,8 +403,13 @@ impl Planner<'_> {
 
         let mut patch = Vec::new();
         let mut changes = Vec::new();
+        if rule.backend == Backend::Dra
+            && let Err(msg) = self.claim(profile.as_deref(), &mut patch, &mut changes)
+        {
+            return self.deny(msg);
+        }
         for u in &self.uses {
-            if u.kind != Kind::Whole {
+            if u.kind != Kind::Whole || rule.backend == Backend::Dra {
                 continue;
             }
             changes.push(Change {
@@ -563,6 +585,8 @@ impl Planner<'_> {
             };
             let offered = match (u.kind, rule.action) {
                 (Kind::Whole, _) => true,
+                // DRA: GPUs come as claims only; no device plugin advertises other names.
+                _ if rule.backend == Backend::Dra => false,
                 // As the rule's nodes advertise them (strategy, time-slicing rename).
                 (_, Action::Mig) => rule
                     .allowed_profiles
@@ -575,6 +599,7 @@ impl Planner<'_> {
             };
             if !offered {
                 let gives = match rule.action {
+                    _ if rule.backend == Backend::Dra => dra_offer(rule),
                     Action::Mig => mig_offer(rule),
                     Action::Exclusive => "whole GPUs (nvidia.com/gpu)".to_string(),
                     _ => format!("{} replicas", rule.shared_resource.as_deref().unwrap_or("")),
@@ -637,6 +662,132 @@ impl Planner<'_> {
             self.warn(format_args!(
                 "container {c:?} gets several MIG devices; a CUDA process uses only one of them"
             ));
+        }
+        Ok(())
+    }
+
+    /// Claims the pod already makes from gpu-slicer's templates must be ones its rule offers.
+    fn check_slicer_claims(&self) -> Result<(), String> {
+        let rule = self.rule;
+        for (_, template) in slicer_claims(self.pod) {
+            let offered = dra::templates(rule).iter().any(|t| t.name == template);
+            if !offered {
+                let gives = if rule.backend == Backend::Dra {
+                    dra_offer(rule)
+                } else {
+                    format!(
+                        "no claims: it uses the device plugin ({} {})",
+                        rule.action.as_str(),
+                        rule.backend.as_str()
+                    )
+                };
+                return Err(format!(
+                    "claim template {template} is not offered in namespace {:?}: rule {} gives {gives}; ask for nvidia.com/gpu instead",
+                    self.ns.name, rule.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `backend: dra`: each whole-GPU request becomes a claim from the template that gives it (the
+    /// extended resource removed from limits and requests, `resources.claims` in the container, one
+    /// `spec.resourceClaims` entry per claim). App containers each get their own claim; an init
+    /// container reuses an app container's claim of the same template, as the device plugin reuses
+    /// init containers' devices for app containers (the pod holds the larger of the two sets).
+    fn claim(
+        &self,
+        profile: Option<&str>,
+        patch: &mut Vec<PatchOperation>,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), String> {
+        let whole: Vec<&GpuUse> = self.uses.iter().filter(|u| u.kind == Kind::Whole).collect();
+        if whole.is_empty() {
+            return Ok(());
+        }
+        let existing = self.pod.spec.resource_claims.as_deref().unwrap_or(&[]);
+        if let Some(own) = existing
+            .iter()
+            .find(|c| !slicer_claims(self.pod).any(|(name, _)| name == c.name))
+        {
+            return Err(format!(
+                "the pod has its own ResourceClaim {:?} and also asks for {WHOLE_GPU}; in namespace {:?} GPUs come as claims from gpu-slicer's templates (rule {}, DRA): drop {WHOLE_GPU}, or reference one of {} in the pod's resourceClaims yourself",
+                own.name,
+                self.ns.name,
+                self.rule.name,
+                dra_offer(self.rule)
+            ));
+        }
+        // App containers first, so init containers can reuse their claims.
+        let mut ordered = whole;
+        ordered.sort_by_key(|u| (u.section == Section::InitContainers, u.index));
+        let mut added: Vec<(String, String)> = Vec::new();
+        for u in ordered {
+            let template = dra::template_for(self.rule, profile, u.count.unwrap_or(1));
+            let reuse = (u.section == Section::InitContainers)
+                .then(|| added.iter().find(|(_, t)| *t == template.name))
+                .flatten()
+                .map(|(name, _)| name.clone());
+            let claim = match reuse {
+                Some(name) => name,
+                None => {
+                    let name = match u.section {
+                        Section::Containers => format!("{}{}", dra::PREFIX, u.index),
+                        Section::InitContainers => format!("{}init-{}", dra::PREFIX, u.index),
+                    };
+                    added.push((name.clone(), template.name.clone()));
+                    name
+                }
+            };
+            let index = u.index.to_string();
+            for (present, field) in [(u.in_limits, "limits"), (u.in_requests, "requests")] {
+                if present {
+                    patch.push(PatchOperation::Remove(RemoveOperation {
+                        path: pointer(&[
+                            "spec",
+                            u.section.field(),
+                            &index,
+                            "resources",
+                            field,
+                            WHOLE_GPU,
+                        ]),
+                    }));
+                }
+            }
+            let has_claims = self
+                .pod
+                .all_containers()
+                .find(|(s, i, _)| *s == u.section && *i == u.index)
+                .and_then(|(_, _, c)| c.resources.as_ref())
+                .is_some_and(|r| r.claims.is_some());
+            let entry = serde_json::json!({ "name": claim });
+            let at = ["spec", u.section.field(), &index, "resources", "claims"];
+            if has_claims {
+                patch.push(add(&[&at[..], &["-"]].concat(), entry));
+            } else {
+                patch.push(add(&at, Value::Array(vec![entry])));
+            }
+            changes.push(Change {
+                container: u.label(),
+                from: WHOLE_GPU.into(),
+                to: format!("claim {} ({}, DRA)", template.name, template.describe()),
+                quantity: u.quantity_text(),
+            });
+        }
+        let entries = added
+            .into_iter()
+            .map(|(name, template)| {
+                serde_json::json!({ "name": name, "resourceClaimTemplateName": template })
+            });
+        if self.pod.spec.resource_claims.is_none() {
+            patch.push(add(
+                &["spec", "resourceClaims"],
+                Value::Array(entries.collect()),
+            ));
+        } else {
+            for entry in entries {
+                patch.push(add(&["spec", "resourceClaims", "-"], entry));
+            }
         }
         Ok(())
     }
@@ -844,6 +995,12 @@ fn annotate(pod: &Pod, summary: String, patch: &mut Vec<PatchOperation>) {
             summary,
         )),
     }
+}
+
+/// What a `dra` rule offers, for denials: its templates.
+fn dra_offer(rule: &Rule) -> String {
+    let names: Vec<String> = dra::templates(rule).into_iter().map(|t| t.name).collect();
+    format!("claims from templates {}", names.join(", "))
 }
 
 /// What a `mig` rule offers, for denials: the profiles, and the resource names when they are not the

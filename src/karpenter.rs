@@ -183,11 +183,13 @@ pub fn overlay_capacity(res: &Resources, it: &InstanceType) -> Resources {
         .collect()
 }
 
-/// The NodePools a policy routes to, in name order.
+/// The NodePools a policy's device-plugin rules route to, in name order. DRA pools get no overlay:
+/// Karpenter reads the NVIDIA DRA driver's devices from its own per-instance-type metadata.
 pub fn routed_pools(policy: &Policy) -> BTreeSet<&str> {
     policy
         .rules
         .iter()
+        .filter(|r| r.backend == crate::policy::Backend::DevicePlugin)
         .filter_map(|r| r.node_pool.as_deref())
         .collect()
 }

@@ -7,6 +7,7 @@
 //! - [`engine`]: the pure decision (pod + namespace + policy + NodePools -> patch, warnings, audit);
 //! - [`catalog`]: GPU models, MIG profiles, EKS instance types;
 //! - [`nodepool`]: Karpenter NodePools as routing facts;
+//! - [`dra`]: the DRA backend's ResourceClaimTemplates and DeviceClasses;
 //! - [`admission`]: the AdmissionReview envelope;
 //! - [`server`], [`tls`]: HTTPS, certificates, shutdown;
 //! - [`mode`]: audit mode (decide as enforce, answer "would ..." and change nothing);
@@ -20,6 +21,8 @@ pub mod catalog;
 pub mod check;
 pub mod cli;
 pub mod cluster;
+pub mod dra;
+pub mod dra_sync;
 pub mod engine;
 pub mod gpu_operator;
 pub mod karpenter;

@@ -91,6 +91,25 @@ impl Mode {
     }
 }
 
+/// How a rule's GPUs reach the pod: the device plugin's extended resources, or a Dynamic Resource
+/// Allocation claim (the NVIDIA DRA driver).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Backend {
+    #[default]
+    DevicePlugin,
+    Dra,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::DevicePlugin => "devicePlugin",
+            Backend::Dra => "dra",
+        }
+    }
+}
+
 /// What happens to GPU pods in namespaces that no rule matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -120,6 +139,9 @@ pub struct PolicySpec {
     pub mode: Mode,
     #[serde(default)]
     pub default_action: DefaultAction,
+    /// The backend of rules that do not set one.
+    #[serde(default)]
+    pub default_backend: Backend,
     #[serde(default)]
     pub rules: Vec<RuleSpec>,
 }
@@ -136,6 +158,9 @@ pub struct RuleSpec {
     /// Overrides `spec.mode` for this rule (switch to enforce rule by rule).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
+    /// `devicePlugin` or `dra`; `spec.defaultBackend` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Backend>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mig: Option<MigSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -276,6 +301,8 @@ pub struct Rule {
     pub action: Action,
     /// The rule's own mode, else the policy's.
     pub mode: Mode,
+    /// Extended resources (`devicePlugin`) or a ResourceClaim (`dra`).
+    pub backend: Backend,
     pub namespace_selector: Option<LabelSelector>,
     /// `mig`: the default profile.
     pub mig_profile: Option<String>,
@@ -437,7 +464,10 @@ impl Policy {
                     ),
                 ));
             }
-            rules.push(validate_rule(spec, file.spec.mode).map_err(|(f, m)| (at(&f), m))?);
+            rules.push(
+                validate_rule(spec, file.spec.mode, file.spec.default_backend)
+                    .map_err(|(f, m)| (at(&f), m))?,
+            );
         }
         let shared_resources = rules
             .iter()
@@ -579,7 +609,11 @@ fn check_profile(field: &str, profile: &str) -> Result<(), (String, String)> {
     Ok(())
 }
 
-fn validate_rule(spec: RuleSpec, policy_mode: Mode) -> Result<Rule, (String, String)> {
+fn validate_rule(
+    spec: RuleSpec,
+    policy_mode: Mode,
+    default_backend: Backend,
+) -> Result<Rule, (String, String)> {
     let err = |f: &str, m: String| Err((f.to_string(), m));
     if !is_dns_label(&spec.name) {
         return err(
@@ -656,6 +690,7 @@ fn validate_rule(spec: RuleSpec, policy_mode: Mode) -> Result<Rule, (String, Str
             (!spec.tolerations.is_empty(), "tolerations"),
             (spec.max_per_container.is_some(), "maxPerContainer"),
             (spec.allow_opt_out, "allowOptOut"),
+            (spec.backend.is_some(), "backend"),
         ] {
             if set {
                 return err(
@@ -666,6 +701,7 @@ fn validate_rule(spec: RuleSpec, policy_mode: Mode) -> Result<Rule, (String, Str
         }
     }
 
+    let backend = spec.backend.unwrap_or(default_backend);
     let (mut mig_profile, mut allowed_profiles) = (None, Vec::new());
     let (mut mig_strategy, mut mig_time_slicing) = (MigStrategy::Mixed, None);
     if action == Action::Mig {
@@ -715,7 +751,8 @@ fn validate_rule(spec: RuleSpec, policy_mode: Mode) -> Result<Rule, (String, Str
     }
 
     let mut shared_resource = None;
-    if action.is_shared() {
+    // With backend dra a shared GPU is a claim, not a renamed resource: `shared` is optional there.
+    if action.is_shared() && (backend == Backend::DevicePlugin || spec.shared.is_some()) {
         let Some(shared) = &spec.shared else {
             return err(
                 "shared",
@@ -809,10 +846,17 @@ fn validate_rule(spec: RuleSpec, policy_mode: Mode) -> Result<Rule, (String, Str
         });
     }
 
+    if backend == Backend::Dra && mig_strategy == MigStrategy::Single {
+        return err(
+            "mig.strategy",
+            "single names device plugin resources; with backend dra the claim selects the MIG profile itself: drop mig.strategy".into(),
+        );
+    }
     Ok(Rule {
         name: spec.name.clone(),
         action,
         mode: spec.mode.unwrap_or(policy_mode),
+        backend,
         namespace_selector: spec.namespace_selector.clone(),
         mig_profile,
         allowed_profiles,

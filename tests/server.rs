@@ -579,6 +579,63 @@ async fn mig_single_and_time_sliced_mig_over_real_tls() {
     }
 }
 
+/// The DRA backend over real TLS: the patch turns the whole GPU into a claim, the pod validates as a
+/// v1.36 Pod, and the patched pod sent again gets no patch.
+#[tokio::test]
+async fn dra_claims_over_real_tls() {
+    let dir = repo("manifests/examples/dra");
+    let router = server::router(App::new(
+        StaticFacts {
+            policy: gpu_slicer::policy::Policy::load(&dir.join("policy.yaml")).unwrap(),
+            pools: NodePoolIndex::from_dir(&dir).unwrap(),
+        },
+        Metrics::new(),
+        Limits::default(),
+    ));
+    let srv = start_with(router).await;
+    let conn = connector(&[&srv.ca], &[b"http/1.1"]);
+    let mut client = h1(tls_connect(srv.addr, &conn).await).await;
+    let mut rev = review("ml-inference-llm-server-84f7f4dd45-create");
+    rev["request"]["namespace"] = json!("ml-inference-dra");
+    rev["request"]["object"]["metadata"]["namespace"] = json!("ml-inference-dra");
+    let (_, _, out) = read(
+        client
+            .send_request(post(serde_json::to_vec(&rev).unwrap()))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(out["response"]["allowed"], true, "{out}");
+    assert!(
+        out["response"]["auditAnnotations"]["rewrites"]
+            .as_str()
+            .unwrap()
+            .contains("-> claim gpu-slicer-mig-1g.10gb (mig 1g.10gb, DRA)")
+    );
+    let patch: json_patch::Patch = serde_json::from_value(decode_patch(&out)).unwrap();
+    let mut pod = rev["request"]["object"].clone();
+    json_patch::patch(&mut pod, &patch).unwrap();
+    assert_eq!(
+        pod["spec"]["resourceClaims"],
+        json!([{"name": "gpu-slicer-0", "resourceClaimTemplateName": "gpu-slicer-mig-1g.10gb"}])
+    );
+    let dropped = common::validate::roundtrip::<k8s_openapi::api::core::v1::Pod>(&pod).unwrap();
+    assert!(dropped.is_empty(), "{dropped:?}");
+    rev["request"]["object"] = pod;
+    let (_, _, again) = read(
+        client
+            .send_request(post(serde_json::to_vec(&rev).unwrap()))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(again["response"]["allowed"], true);
+    assert!(again["response"]["patch"].is_null(), "{again}");
+    drop(client);
+    let _ = srv.stop.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), srv.done).await;
+}
+
 /// Audit mode over real TLS: allowed, no patch (nor patchType), `gpu-slicer (audit): would ...`
 /// warnings, `would-*` auditAnnotations and metrics, and no patches or denials counted.
 #[tokio::test]
