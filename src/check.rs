@@ -37,6 +37,26 @@ fn karpenter_knows(key: &str) -> bool {
         )
 }
 
+/// The NodePool a rule names, and how findings name it (`NodePool x (file)`); a missing one is reported.
+fn find_pool<'p>(
+    pools: &'p NodePoolIndex,
+    name: &str,
+    at: &str,
+    report: &mut Report,
+) -> Option<(&'p NodePool, String)> {
+    let Some(pool) = pools.get(name) else {
+        report.errors.push(format!(
+            "{at}: nodePool {name:?} is not a NodePool in the NodePools given"
+        ));
+        return None;
+    };
+    let shown = match &pool.source {
+        Some(src) => format!("NodePool {name} ({src})"),
+        None => format!("NodePool {name}"),
+    };
+    Some((pool, shown))
+}
+
 /// Checks a policy against NodePools (when given) and GPU Operator configs (defaults when not given).
 pub fn check(
     policy: &Policy,
@@ -89,15 +109,8 @@ pub fn check_with_device_classes(
             continue; // check_dra_rules
         }
         let at = format!("{origin}: spec.rules[{i}] ({})", rule.name);
-        let Some(pool) = pools.get(name) else {
-            report.errors.push(format!(
-                "{at}: nodePool {name:?} is not a NodePool in the NodePools given"
-            ));
+        let Some((pool, pool_at)) = find_pool(pools, name, &at, &mut report) else {
             continue;
-        };
-        let pool_at = match &pool.source {
-            Some(src) => format!("NodePool {name} ({src})"),
-            None => format!("NodePool {name}"),
         };
         let mut err = |msg: String| report.errors.push(format!("{at}: {pool_at}: {msg}"));
         for (k, v) in &rule.node_selector {
@@ -479,15 +492,8 @@ fn check_dra_rules(
         let (Some(name), Some(pools)) = (rule.node_pool.as_deref(), pools) else {
             continue;
         };
-        let Some(pool) = pools.get(name) else {
-            report.errors.push(format!(
-                "{at}: nodePool {name:?} is not a NodePool in the NodePools given"
-            ));
+        let Some((pool, pool_at)) = find_pool(pools, name, &at, report) else {
             continue;
-        };
-        let pool_at = match &pool.source {
-            Some(src) => format!("NodePool {name} ({src})"),
-            None => format!("NodePool {name}"),
         };
         if pool
             .template_labels

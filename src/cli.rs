@@ -794,16 +794,7 @@ fn overlays(args: OverlaysArgs) -> ExitCode {
         }
         karpenter::overlays_yaml(&overlays, &command)
     })();
-    match result {
-        Ok(yaml) => {
-            print!("{yaml}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
-        }
-    }
+    print_yaml_or_fail(result)
 }
 
 fn print_yaml_or_fail(result: Result<String, String>) -> ExitCode {

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::validate::roundtrip;
 use common::*;
 use gpu_slicer::audit::Outcome;
@@ -27,6 +25,16 @@ fn dra_pools() -> NodePoolIndex {
     NodePoolIndex::from_dir(&repo(DIR)).unwrap()
 }
 
+/// The engine on `pod` in namespace `ns` under the DRA example's policy and NodePools.
+fn in_dra(pod: &Value, ns: &str) -> (gpu_slicer::engine::Decision, Value) {
+    run(pod, ns, &labels(&[]), &dra_policy(), &dra_pools())
+}
+
+/// The engine under the shipped (device-plugin) policy and NodePools.
+fn in_shipped(pod: &Value, ns: &str) -> (gpu_slicer::engine::Decision, Value) {
+    run(pod, ns, &labels(&[]), &example_policy(), &shipped_pools())
+}
+
 /// A Pod validated as k8s-openapi's v1.36 type: no field it does not know.
 fn assert_valid_pod(pod: &Value) {
     let dropped = roundtrip::<k8s_openapi::api::core::v1::Pod>(pod).expect("a v1.36 Pod");
@@ -37,13 +45,7 @@ fn assert_valid_pod(pod: &Value) {
 fn whole_gpu_requests_become_claims_from_the_rules_template() {
     let rev = review("ml-inference-llm-server-84f7f4dd45-create");
     let pod = &rev["request"]["object"];
-    let (d, out) = run(
-        pod,
-        "ml-inference-dra",
-        &labels(&[]),
-        &dra_policy(),
-        &dra_pools(),
-    );
+    let (d, out) = in_dra(pod, "ml-inference-dra");
     assert!(d.allowed(), "{:?}", d.denied);
     let vllm = &out["spec"]["containers"][0];
     assert!(vllm["resources"]["limits"].get("nvidia.com/gpu").is_none());
@@ -81,13 +83,7 @@ fn whole_gpu_requests_become_claims_from_the_rules_template() {
     assert_valid_pod(&out);
 
     // Reinvocation with our own output: nothing more to do.
-    let (again, same) = run(
-        &out,
-        "ml-inference-dra",
-        &labels(&[]),
-        &dra_policy(),
-        &dra_pools(),
-    );
+    let (again, same) = in_dra(&out, "ml-inference-dra");
     assert!(again.allowed(), "{:?}", again.denied);
     assert!(again.patch.is_empty(), "{}", ops(&again));
     assert_eq!(same, out);
@@ -98,26 +94,14 @@ fn whole_gpu_requests_become_claims_from_the_rules_template() {
 fn sizing_annotations_pick_the_template_and_counts_name_it() {
     let mut p = pod(vec![container("main", &[("nvidia.com/gpu", "1")], false)]);
     p["metadata"]["annotations"] = json!({"gpu-slicer.io/gpu-memory": "18Gi"});
-    let (d, out) = run(
-        &p,
-        "ml-inference-dra",
-        &labels(&[]),
-        &dra_policy(),
-        &dra_pools(),
-    );
+    let (d, out) = in_dra(&p, "ml-inference-dra");
     assert!(d.allowed(), "{:?}", d.denied);
     assert_eq!(
         out["spec"]["resourceClaims"][0]["resourceClaimTemplateName"],
         "gpu-slicer-mig-2g.20gb"
     );
     let p = pod(vec![container("main", &[("nvidia.com/gpu", "3")], true)]);
-    let (d, out) = run(
-        &p,
-        "ml-training-dra",
-        &labels(&[]),
-        &dra_policy(),
-        &dra_pools(),
-    );
+    let (d, out) = in_dra(&p, "ml-training-dra");
     assert!(d.allowed(), "{:?}", d.denied);
     assert_eq!(
         out["spec"]["resourceClaims"][0]["resourceClaimTemplateName"],
@@ -130,13 +114,7 @@ fn sizing_annotations_pick_the_template_and_counts_name_it() {
     );
     assert_valid_pod(&out);
     let p = pod(vec![container("main", &[("nvidia.com/gpu", "5")], true)]);
-    let (d, _) = run(
-        &p,
-        "ml-training-dra",
-        &labels(&[]),
-        &dra_policy(),
-        &dra_pools(),
-    );
+    let (d, _) = in_dra(&p, "ml-training-dra");
     assert!(d.denied.unwrap().contains("allows at most 4 per container"));
 }
 
@@ -150,13 +128,7 @@ fn init_containers_reuse_the_app_containers_claim_of_the_same_template() {
         container("warmup", &[("nvidia.com/gpu", "1")], false),
         container("big", &[("nvidia.com/gpu", "2")], true),
     ]);
-    let (d, out) = run(
-        &p,
-        "ml-training-dra",
-        &labels(&[]),
-        &dra_policy(),
-        &dra_pools(),
-    );
+    let (d, out) = in_dra(&p, "ml-training-dra");
     assert!(d.allowed(), "{:?}", d.denied);
     assert_eq!(
         out["spec"]["resourceClaims"],
@@ -180,13 +152,7 @@ fn init_containers_reuse_the_app_containers_claim_of_the_same_template() {
     );
     assert_eq!(resource_keys(&out), vec!["cpu", "memory"]);
     assert_valid_pod(&out);
-    let (again, _) = run(
-        &out,
-        "ml-training-dra",
-        &labels(&[]),
-        &dra_policy(),
-        &dra_pools(),
-    );
+    let (again, _) = in_dra(&out, "ml-training-dra");
     assert!(again.patch.is_empty());
 }
 
@@ -198,25 +164,13 @@ fn own_claims_are_enforced_never_rewritten() {
     ]);
     p["spec"]["resourceClaims"] =
         json!([{"name": "g", "resourceClaimTemplateName": "gpu-slicer-mig-3g.40gb"}]);
-    let (d, out) = run(
-        &p,
-        "ml-inference-dra",
-        &labels(&[]),
-        &dra_policy(),
-        &dra_pools(),
-    );
+    let (d, out) = in_dra(&p, "ml-inference-dra");
     assert!(d.allowed(), "{:?}", d.denied);
     assert_eq!(out["spec"]["resourceClaims"], p["spec"]["resourceClaims"]);
     assert_eq!(d.audit.unwrap().outcome, Outcome::Routed);
     // A template the rule does not offer: denied, saying what is offered.
     p["spec"]["resourceClaims"][0]["resourceClaimTemplateName"] = json!("gpu-slicer-mig-7g.80gb");
-    let (d, _) = run(
-        &p,
-        "ml-inference-dra",
-        &labels(&[]),
-        &dra_policy(),
-        &dra_pools(),
-    );
+    let (d, _) = in_dra(&p, "ml-inference-dra");
     let msg = d.denied.unwrap();
     assert!(
         msg.contains("claim template gpu-slicer-mig-7g.80gb is not offered"),
@@ -228,25 +182,13 @@ fn own_claims_are_enforced_never_rewritten() {
     );
     // The same in a device-plugin namespace.
     p["spec"]["resourceClaims"][0]["resourceClaimTemplateName"] = json!("gpu-slicer-mig-1g.10gb");
-    let (d, _) = run(
-        &p,
-        "ml-inference",
-        &labels(&[]),
-        &example_policy(),
-        &shipped_pools(),
-    );
+    let (d, _) = in_shipped(&p, "ml-inference");
     assert!(d.denied.unwrap().contains("it uses the device plugin"));
     // A claim of the pod's own next to nvidia.com/gpu: a conflict that says what to change.
     let mut p = pod(vec![container("main", &[("nvidia.com/gpu", "1")], false)]);
     p["spec"]["resourceClaims"] =
         json!([{"name": "efa", "resourceClaimTemplateName": "efa-template"}]);
-    let (d, _) = run(
-        &p,
-        "ml-inference-dra",
-        &labels(&[]),
-        &dra_policy(),
-        &dra_pools(),
-    );
+    let (d, _) = in_dra(&p, "ml-inference-dra");
     let msg = d.denied.unwrap();
     assert!(
         msg.contains("the pod has its own ResourceClaim \"efa\" and also asks for nvidia.com/gpu"),
@@ -258,13 +200,7 @@ fn own_claims_are_enforced_never_rewritten() {
         &[("nvidia.com/mig-1g.10gb", "1")],
         false,
     )]);
-    let (d, _) = run(
-        &p,
-        "ml-inference-dra",
-        &labels(&[]),
-        &dra_policy(),
-        &dra_pools(),
-    );
+    let (d, _) = in_dra(&p, "ml-inference-dra");
     assert!(
         d.denied
             .unwrap()
@@ -354,17 +290,9 @@ fn one_gpu() -> Value {
     pod(vec![container("main", &[("nvidia.com/gpu", "1")], false)])
 }
 
-fn gpu_slicer(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_gpu-slicer"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn printed_templates_and_device_classes_are_valid_v1_36_objects() {
-    let out = gpu_slicer(&[
+    let out = gpu_slicer_cli(&[
         "dra",
         "templates",
         "--policy",
@@ -410,7 +338,7 @@ fn printed_templates_and_device_classes_are_valid_v1_36_objects() {
             "gpu-slicer-mig-3g.40gb"
         ]
     );
-    let out = gpu_slicer(&[
+    let out = gpu_slicer_cli(&[
         "dra",
         "templates",
         "--policy",
@@ -420,7 +348,7 @@ fn printed_templates_and_device_classes_are_valid_v1_36_objects() {
     ]);
     assert_eq!(out.status.code(), Some(1));
 
-    let out = gpu_slicer(&[
+    let out = gpu_slicer_cli(&[
         "dra",
         "device-classes",
         "--policy",
@@ -468,7 +396,7 @@ fn printed_templates_and_device_classes_are_valid_v1_36_objects() {
 
 #[test]
 fn mutate_shows_the_claim() {
-    let out = gpu_slicer(&[
+    let out = gpu_slicer_cli(&[
         "mutate",
         "--namespace",
         "ml-inference-dra",
@@ -551,7 +479,7 @@ fn policy_check_knows_dra_pools_and_overlays_skip_them() {
         has("is also the pool of device-plugin rule spec.rules[2] (also-plugin)"),
         "{errs:?}"
     );
-    let out = gpu_slicer(&[
+    let out = gpu_slicer_cli(&[
         "policy",
         "check",
         "manifests/examples/dra/policy.yaml",

@@ -250,6 +250,26 @@ fn policy(rules: &str) -> Policy {
 const MIG: &str = "  - {name: infer, namespaces: [infer-*], action: mig, backend: dra, mig: {profile: 1g.10gb}}\n";
 const LABELLED: &str = "  - {name: train, namespaceSelector: {matchLabels: {gpu: dra}}, action: exclusive, backend: dra, maxPerContainer: 2}\n";
 
+/// Starts the controller (via `spawn_when_needed`) for an app holding `policy`, against the fake API.
+fn start_controller(
+    addr: SocketAddr,
+    policy: Policy,
+    every: Duration,
+) -> (Arc<App>, tokio::task::JoinHandle<()>) {
+    let app = App::new(
+        StaticFacts {
+            policy,
+            pools: NodePoolIndex::default(),
+        },
+        Metrics::new(),
+        Limits::default(),
+    );
+    let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+    let client = kube::Client::try_from(config).unwrap();
+    let handle = gpu_slicer::dra_sync::spawn_when_needed(client, app.clone(), every);
+    (app, handle)
+}
+
 /// Waits until `check` holds (the controller works asynchronously); fails after 10 s.
 async fn eventually(what: &str, check: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -276,19 +296,11 @@ async fn templates_follow_the_policy_and_the_namespaces_and_nothing_else_is_touc
     fake.put_template("infer-a", json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate", "metadata": {"name": "theirs", "labels": {"team": "x"}}, "spec": {"spec": {"devices": {"requests": []}}}}));
     fake.put_template("other", json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate", "metadata": {"name": "gpu-slicer-gpu", "labels": {"app.kubernetes.io/managed-by": "gpu-slicer"}}, "spec": {"spec": {"devices": {"requests": []}}}}));
 
-    let app = App::new(
-        StaticFacts {
-            policy: policy(&format!("{MIG}{LABELLED}")),
-            pools: NodePoolIndex::default(),
-        },
-        Metrics::new(),
-        Limits::default(),
+    let (app, controller) = start_controller(
+        addr,
+        policy(&format!("{MIG}{LABELLED}")),
+        Duration::from_millis(50),
     );
-    let client =
-        kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap()))
-            .unwrap();
-    let controller =
-        gpu_slicer::dra_sync::spawn_when_needed(client, app.clone(), Duration::from_millis(50));
 
     // Created where a DRA rule matches; the stale one deleted; theirs untouched.
     eventually("infer-a has its template", || {
@@ -389,19 +401,7 @@ async fn without_dra_rules_the_controller_never_starts() {
     let (addr, fake) = start().await;
     fake.set_namespace("other", json!({}));
     fake.put_template("other", json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate", "metadata": {"name": "gpu-slicer-gpu", "labels": {"app.kubernetes.io/managed-by": "gpu-slicer"}}, "spec": {"spec": {"devices": {"requests": []}}}}));
-    let app = App::new(
-        StaticFacts {
-            policy: example_policy(),
-            pools: NodePoolIndex::default(),
-        },
-        Metrics::new(),
-        Limits::default(),
-    );
-    let client =
-        kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap()))
-            .unwrap();
-    let controller =
-        gpu_slicer::dra_sync::spawn_when_needed(client, app, Duration::from_millis(20));
+    let (_app, controller) = start_controller(addr, example_policy(), Duration::from_millis(20));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(fake.writes().is_empty());
     assert_eq!(fake.templates_in("other").len(), 1);

@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 use gpu_slicer::audit::Outcome;
@@ -44,6 +43,16 @@ fn table_policy() -> Policy {
 
 fn one_gpu_pod() -> Value {
     pod(vec![container("main", &[("nvidia.com/gpu", "1")], false)])
+}
+
+/// The engine on `pod` in namespace `ns` under the shipped policy and NodePools.
+fn in_shipped(pod: &Value, ns: &str) -> (gpu_slicer::engine::Decision, Value) {
+    run(pod, ns, &labels(&[]), &example_policy(), &shipped_pools())
+}
+
+/// The engine under the single-strategy example's policy and NodePools.
+fn in_single(pod: &Value, ns: &str) -> (gpu_slicer::engine::Decision, Value) {
+    run(pod, ns, &labels(&[]), &single_policy(), &single_pools())
 }
 
 fn single_pools() -> NodePoolIndex {
@@ -115,13 +124,7 @@ fn each_strategy_and_time_slicing_row_asks_for_what_the_device_plugin_advertises
 
 #[test]
 fn single_strategy_keeps_the_name_routes_and_says_which_slice() {
-    let (d, out) = run(
-        &one_gpu_pod(),
-        "ml-seed",
-        &labels(&[]),
-        &single_policy(),
-        &single_pools(),
-    );
+    let (d, out) = in_single(&one_gpu_pod(), "ml-seed");
     assert!(d.allowed());
     let summary = "rule=seed-single action=mig; main: nvidia.com/gpu 1 as MIG 1g.5gb; nodePool=gpu-a100-single";
     assert_eq!(
@@ -151,13 +154,7 @@ fn single_strategy_denials_say_which_profile_the_namespace_has() {
     let deny = |annotations: Value, gpus: &str| {
         let mut p = pod(vec![container("main", &[("nvidia.com/gpu", gpus)], false)]);
         p["metadata"]["annotations"] = annotations;
-        let (d, _) = run(
-            &p,
-            "ml-seed",
-            &labels(&[]),
-            &single_policy(),
-            &single_pools(),
-        );
+        let (d, _) = in_single(&p, "ml-seed");
         assert!(d.patch.is_empty());
         d.denied.expect("denied")
     };
@@ -183,27 +180,14 @@ fn single_strategy_denials_say_which_profile_the_namespace_has() {
     // A gpu-memory that fits is fine.
     let mut p = one_gpu_pod();
     p["metadata"]["annotations"] = json!({"gpu-slicer.io/gpu-memory": "4Gi"});
-    let (d, _) = run(
-        &p,
-        "ml-seed",
-        &labels(&[]),
-        &single_policy(),
-        &single_pools(),
-    );
+    let (d, _) = in_single(&p, "ml-seed");
     assert!(d.allowed(), "{:?}", d.denied);
 }
 
 #[test]
 fn time_sliced_slices_are_one_per_container_and_unrenamed_names_are_refused() {
-    let policy = example_policy();
     let p = pod(vec![container("main", &[("nvidia.com/gpu", "2")], false)]);
-    let (d, _) = run(
-        &p,
-        "ml-notebooks-mig",
-        &labels(&[]),
-        &policy,
-        &shipped_pools(),
-    );
+    let (d, _) = in_shipped(&p, "ml-notebooks-mig");
     let msg = d.denied.unwrap();
     assert!(
         msg.contains("the device plugin rejects more than one per container"),
@@ -215,13 +199,7 @@ fn time_sliced_slices_are_one_per_container_and_unrenamed_names_are_refused() {
         &[("nvidia.com/mig-1g.10gb", "1")],
         false,
     )]);
-    let (d, _) = run(
-        &p,
-        "ml-notebooks-mig",
-        &labels(&[]),
-        &policy,
-        &shipped_pools(),
-    );
+    let (d, _) = in_shipped(&p, "ml-notebooks-mig");
     let msg = d.denied.unwrap();
     assert!(
         msg.contains("time-sliced MIG slices 1g.10gb as nvidia.com/mig-1g.10gb.shared"),
@@ -233,13 +211,7 @@ fn time_sliced_slices_are_one_per_container_and_unrenamed_names_are_refused() {
         &[("nvidia.com/mig-1g.10gb.shared", "1")],
         false,
     )]);
-    let (d, out) = run(
-        &p,
-        "ml-notebooks-mig",
-        &labels(&[]),
-        &policy,
-        &shipped_pools(),
-    );
+    let (d, out) = in_shipped(&p, "ml-notebooks-mig");
     assert!(d.allowed(), "{:?}", d.denied);
     assert_eq!(d.audit.unwrap().outcome, Outcome::Routed);
     assert_eq!(
@@ -291,21 +263,13 @@ fn the_policy_refuses_what_the_device_plugin_cannot_do() {
     );
 }
 
-fn gpu_slicer(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_gpu-slicer"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn mutate_shows_each_setup() {
     let dir = tempfile::tempdir().unwrap();
     let pod_file = dir.path().join("pod.json");
     std::fs::write(&pod_file, one_gpu_pod().to_string()).unwrap();
     let pod_arg = pod_file.to_str().unwrap();
-    let out = gpu_slicer(&[
+    let out = gpu_slicer_cli(&[
         "mutate",
         "--namespace",
         "ml-seed-dev",
@@ -333,7 +297,7 @@ fn mutate_shows_each_setup() {
     );
     assert!(stderr.contains("\"profile\":\"1g.5gb\""), "{stderr}");
 
-    let out = gpu_slicer(&[
+    let out = gpu_slicer_cli(&[
         "mutate",
         "--namespace",
         "ml-notebooks-mig",
@@ -352,7 +316,7 @@ fn mutate_shows_each_setup() {
     let mut big = one_gpu_pod();
     big["metadata"]["annotations"] = json!({"gpu-slicer.io/profile": "2g.10gb"});
     std::fs::write(&pod_file, big.to_string()).unwrap();
-    let out = gpu_slicer(&[
+    let out = gpu_slicer_cli(&[
         "mutate",
         "--namespace",
         "ml-seed",

@@ -509,6 +509,49 @@ async fn refusing_an_unread_body_closes_the_connection_so_clients_do_not_reuse_i
     assert_eq!(resp.headers()["connection"], "close");
 }
 
+/// Serves `policy` and `pools` over real TLS and sends the captured llm-server review, moved to
+/// namespace `ns`; applies the answer's patch to the pod and sends the patched pod again
+/// (reinvocation), checking that the second answer allows it with no patch. Returns the first
+/// answer and the patched pod.
+async fn admit_and_reinvoke(
+    policy: gpu_slicer::policy::Policy,
+    pools: NodePoolIndex,
+    ns: &str,
+) -> (Value, Value) {
+    let router = server::router(App::new(
+        StaticFacts { policy, pools },
+        Metrics::new(),
+        Limits::default(),
+    ));
+    let srv = start_with(router).await;
+    let conn = connector(&[&srv.ca], &[b"http/1.1"]);
+    let mut client = h1(tls_connect(srv.addr, &conn).await).await;
+    let mut rev = review("ml-inference-llm-server-84f7f4dd45-create");
+    rev["request"]["namespace"] = json!(ns);
+    rev["request"]["object"]["metadata"]["namespace"] = json!(ns);
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let body = serde_json::to_vec(&rev).unwrap();
+        let (status, _, out) = read(client.send_request(post(body)).await.unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(out["response"]["allowed"], true, "{ns}: {out}");
+        if answers.is_empty() {
+            let patch: json_patch::Patch = serde_json::from_value(decode_patch(&out)).unwrap();
+            json_patch::patch(&mut rev["request"]["object"], &patch).unwrap();
+        }
+        answers.push(out);
+    }
+    assert!(
+        answers[1]["response"]["patch"].is_null(),
+        "{ns}: {}",
+        answers[1]
+    );
+    drop(client);
+    let _ = srv.stop.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), srv.done).await;
+    (answers.swap_remove(0), rev["request"]["object"].take())
+}
+
 /// The MIG single strategy and time-slicing on MIG over real TLS: the patch names what each setup's
 /// device plugin advertises, the warnings say so, and the patched pod sent again gets no patch.
 #[tokio::test]
@@ -531,51 +574,13 @@ async fn mig_single_and_time_sliced_mig_over_real_tls() {
         ),
     ];
     for (policy, pools, ns, resource, warning) in setups {
-        let router = server::router(App::new(
-            StaticFacts { policy, pools },
-            Metrics::new(),
-            Limits::default(),
-        ));
-        let srv = start_with(router).await;
-        let conn = connector(&[&srv.ca], &[b"http/1.1"]);
-        let mut client = h1(tls_connect(srv.addr, &conn).await).await;
-        let mut rev = review("ml-inference-llm-server-84f7f4dd45-create");
-        rev["request"]["namespace"] = json!(ns);
-        rev["request"]["object"]["metadata"]["namespace"] = json!(ns);
-        let (status, _, out) = read(
-            client
-                .send_request(post(serde_json::to_vec(&rev).unwrap()))
-                .await
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(out["response"]["allowed"], true, "{ns}: {out}");
+        let (out, pod) = admit_and_reinvoke(policy, pools, ns).await;
         let warnings = out["response"]["warnings"].to_string();
         assert!(warnings.contains(warning), "{ns}: {warnings}");
         assert_eq!(out["response"]["auditAnnotations"]["action"], "mig");
-        let patch: json_patch::Patch = serde_json::from_value(decode_patch(&out)).unwrap();
-        let mut pod = rev["request"]["object"].clone();
-        json_patch::patch(&mut pod, &patch).unwrap();
         let vllm = &pod["spec"]["containers"][0]["resources"];
         assert_eq!(vllm["limits"][resource], "1", "{ns}: {vllm}");
         assert_eq!(vllm["requests"][resource], "1", "{ns}: {vllm}");
-
-        // Reinvocation with our own output: allowed, nothing more to patch.
-        rev["request"]["object"] = pod;
-        let (_, _, again) = read(
-            client
-                .send_request(post(serde_json::to_vec(&rev).unwrap()))
-                .await
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(again["response"]["allowed"], true);
-        assert!(again["response"]["patch"].is_null(), "{ns}: {again}");
-
-        drop(client);
-        let _ = srv.stop.send(());
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), srv.done).await;
     }
 }
 
@@ -584,56 +589,24 @@ async fn mig_single_and_time_sliced_mig_over_real_tls() {
 #[tokio::test]
 async fn dra_claims_over_real_tls() {
     let dir = repo("manifests/examples/dra");
-    let router = server::router(App::new(
-        StaticFacts {
-            policy: gpu_slicer::policy::Policy::load(&dir.join("policy.yaml")).unwrap(),
-            pools: NodePoolIndex::from_dir(&dir).unwrap(),
-        },
-        Metrics::new(),
-        Limits::default(),
-    ));
-    let srv = start_with(router).await;
-    let conn = connector(&[&srv.ca], &[b"http/1.1"]);
-    let mut client = h1(tls_connect(srv.addr, &conn).await).await;
-    let mut rev = review("ml-inference-llm-server-84f7f4dd45-create");
-    rev["request"]["namespace"] = json!("ml-inference-dra");
-    rev["request"]["object"]["metadata"]["namespace"] = json!("ml-inference-dra");
-    let (_, _, out) = read(
-        client
-            .send_request(post(serde_json::to_vec(&rev).unwrap()))
-            .await
-            .unwrap(),
+    let (out, pod) = admit_and_reinvoke(
+        gpu_slicer::policy::Policy::load(&dir.join("policy.yaml")).unwrap(),
+        NodePoolIndex::from_dir(&dir).unwrap(),
+        "ml-inference-dra",
     )
     .await;
-    assert_eq!(out["response"]["allowed"], true, "{out}");
     assert!(
         out["response"]["auditAnnotations"]["rewrites"]
             .as_str()
             .unwrap()
             .contains("-> claim gpu-slicer-mig-1g.10gb (mig 1g.10gb, DRA)")
     );
-    let patch: json_patch::Patch = serde_json::from_value(decode_patch(&out)).unwrap();
-    let mut pod = rev["request"]["object"].clone();
-    json_patch::patch(&mut pod, &patch).unwrap();
     assert_eq!(
         pod["spec"]["resourceClaims"],
         json!([{"name": "gpu-slicer-0", "resourceClaimTemplateName": "gpu-slicer-mig-1g.10gb"}])
     );
     let dropped = common::validate::roundtrip::<k8s_openapi::api::core::v1::Pod>(&pod).unwrap();
     assert!(dropped.is_empty(), "{dropped:?}");
-    rev["request"]["object"] = pod;
-    let (_, _, again) = read(
-        client
-            .send_request(post(serde_json::to_vec(&rev).unwrap()))
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(again["response"]["allowed"], true);
-    assert!(again["response"]["patch"].is_null(), "{again}");
-    drop(client);
-    let _ = srv.stop.send(());
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), srv.done).await;
 }
 
 /// Audit mode over real TLS: allowed, no patch (nor patchType), `gpu-slicer (audit): would ...`
