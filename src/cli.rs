@@ -16,6 +16,7 @@ use crate::cluster::Cluster;
 use crate::engine::{self, Namespace};
 use crate::gpu_operator::GpuOperatorConfigs;
 use crate::karpenter;
+use crate::kubeapi;
 use crate::metrics::Metrics;
 use crate::nodepool::NodePoolIndex;
 use crate::plan;
@@ -382,26 +383,14 @@ async fn cluster_client(args: &ServeArgs) -> Result<Option<kube::Client>, String
     if args.offline {
         return Ok(None);
     }
-    let config = if let Some(path) = &args.kubeconfig {
-        kubeconfig_file(path).await?
-    } else if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
-        kube::Config::incluster()
-            .map_err(|e| format!("in-cluster config: {e} (use --offline to run without the API)"))?
-    } else {
-        return Ok(None);
-    };
-    kube::Client::try_from(config)
-        .map(Some)
-        .map_err(|e| format!("API client: {e}"))
-}
-
-/// The client configuration a `--kubeconfig` file names (its current context).
-async fn kubeconfig_file(path: &Path) -> Result<kube::Config, String> {
-    let failed = |e: &dyn std::fmt::Display| format!("--kubeconfig {}: {e}", path.display());
-    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| failed(&e))?;
-    kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+    kubeapi::webhook_client(args.kubeconfig.as_deref())
         .await
-        .map_err(|e| failed(&e))
+        .map_err(|e| match e {
+            kubeapi::ApiError::InCluster(_) => {
+                format!("{e} (use --offline to run without the API)")
+            }
+            e => e.to_string(),
+        })
 }
 
 /// Exit codes of `mutate`: 0 allowed, 1 denied, 2 bad input.
@@ -643,13 +632,9 @@ fn inventory_from_cluster(kubeconfig: Option<&Path>) -> Result<plan::Inventory, 
         .build()
         .map_err(|e| e.to_string())?;
     let objects = runtime.block_on(async {
-        let config = match kubeconfig {
-            Some(path) => kubeconfig_file(path).await?,
-            None => kube::Config::infer()
-                .await
-                .map_err(|e| format!("no cluster configuration: {e}"))?,
-        };
-        let client = kube::Client::try_from(config).map_err(|e| format!("API client: {e}"))?;
+        let client = kubeapi::client(kubeconfig)
+            .await
+            .map_err(|e| e.to_string())?;
         plan::cluster::list_workloads(client)
             .await
             .map_err(|e| format!("listing workloads: {e}"))

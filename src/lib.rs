@@ -10,6 +10,8 @@
 //! - [`admission`]: the AdmissionReview envelope;
 //! - [`server`], [`tls`]: HTTPS, certificates, shutdown;
 //! - [`audit`], [`metrics`]: the audit trail and Prometheus metrics;
+//! - [`kubeapi`]: reading the Kubernetes API (client, paginated lists, missing CRDs), under
+//!   [`cluster`] and [`plan::cluster`];
 //! - [`cli`]: the `gpu-slicer` command line.
 
 pub mod admission;
@@ -21,6 +23,7 @@ pub mod cluster;
 pub mod engine;
 pub mod gpu_operator;
 pub mod karpenter;
+pub mod kubeapi;
 pub mod metrics;
 pub mod nodepool;
 pub mod plan;
