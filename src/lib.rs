@@ -11,7 +11,8 @@
 //! - [`server`], [`tls`]: HTTPS, certificates, shutdown;
 //! - [`audit`], [`metrics`]: the audit trail and Prometheus metrics;
 //! - [`kubeapi`]: reading the Kubernetes API (client, paginated lists, missing CRDs), under
-//!   [`cluster`] and [`plan::cluster`];
+//!   [`cluster`], [`plan::cluster`] and [`doctor`];
+//! - [`doctor`]: what keeps sliced GPU pods from running in a live cluster;
 //! - [`cli`]: the `gpu-slicer` command line.
 
 pub mod admission;
@@ -20,6 +21,7 @@ pub mod catalog;
 pub mod check;
 pub mod cli;
 pub mod cluster;
+pub mod doctor;
 pub mod engine;
 pub mod gpu_operator;
 pub mod karpenter;
