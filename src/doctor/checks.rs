@@ -1229,6 +1229,16 @@ pub fn policy_cluster_mismatch(s: &ClusterSnapshot) -> Vec<Finding> {
         ),
         "",
     )];
+    let ops = s.gpu_operator.found();
+    if let Some(why) = s.gpu_operator.why_not() {
+        out.extend(skipped(
+            POLICY_CLUSTER_MISMATCH,
+            "ClusterPolicy",
+            &format!(
+                "{why} (MIG configs checked against the GPU Operator's defaults; device plugin configs not checked)"
+            ),
+        ));
+    }
     let pools = match &s.node_pools {
         super::snapshot::Read::Found(p) => p,
         other => {
@@ -1244,16 +1254,6 @@ pub fn policy_cluster_mismatch(s: &ClusterSnapshot) -> Vec<Finding> {
         }
     };
     let index = NodePoolIndex::new(pools.iter().cloned());
-    let ops = s.gpu_operator.found();
-    if let Some(why) = s.gpu_operator.why_not() {
-        out.extend(skipped(
-            POLICY_CLUSTER_MISMATCH,
-            "ClusterPolicy",
-            &format!(
-                "{why} (MIG configs checked against the GPU Operator's defaults; device plugin configs not checked)"
-            ),
-        ));
-    }
     let report = check::check(
         &loaded.policy,
         &loaded.source,

@@ -75,7 +75,13 @@ pub async fn read(
                 .map(|policy| LoadedPolicy {
                     policy,
                     source: format!("--policy {}", path.display()),
-                    object: format!("SlicingPolicy/{}", path.display()),
+                    // Kind/name: the file's name (the message has the whole path).
+                    object: format!(
+                        "SlicingPolicy/{}",
+                        path.file_name().map_or(path.display().to_string(), |n| n
+                            .to_string_lossy()
+                            .into_owned())
+                    ),
                 })
                 .map_err(|e| ReadError::Policy(e.to_string()))?,
         ),
