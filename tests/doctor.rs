@@ -414,3 +414,99 @@ async fn kubeapi_lists_page_by_page_restarts_on_an_expired_token_and_reports_a_m
             .unwrap()
     );
 }
+
+/// The failures docs/troubleshooting.md describes, planted in one cluster (see [`guide_outputs`]).
+fn guide_cluster() -> Cluster {
+    let mut c = broken();
+    // A MIG node whose device plugin runs the single strategy: whole-GPU-named slices.
+    let mut n = gpu_cluster::mig_node("ip-10-0-1-12.ec2.internal");
+    n["metadata"]["labels"]["karpenter.sh/initialized"] = json!("false");
+    n["status"]["allocatable"] = json!({"cpu": "191450m", "nvidia.com/gpu": "56"});
+    c.nodes.push(n);
+    c.nodeclaims.as_mut().unwrap().push(gpu_cluster::nodeclaim(
+        "gpu-mig-r2d2x",
+        "ip-10-0-1-12.ec2.internal",
+        gpu_cluster::not_registered("nvidia.com/mig-1g.10gb", 25),
+    ));
+    // A hand-written overlay with the weight of a generated one, on the same resource.
+    let mut o = gpu_cluster::shipped_overlays()[1].clone();
+    o["metadata"]["name"] = json!("team-a-p5-slices");
+    o["spec"]["capacity"] = json!({"nvidia.com/mig-1g.10gb": "56"});
+    c.nodeoverlays.as_mut().unwrap().push(o);
+    // The time-slicing pool's overlays were never applied: its pending pods wait for nothing.
+    c.nodeoverlays.as_mut().unwrap().retain(|o| {
+        !o["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .contains("gpu-timeslice")
+    });
+    c.pods.push(gpu_cluster::pod(
+        "ml-notebooks",
+        "notebook",
+        "k8s9x",
+        "Pending",
+        json!({"nvidia.com/gpu.shared": "1"}),
+        json!({"nodeSelector": {"karpenter.sh/nodepool": "gpu-timeslice", "nvidia.com/device-plugin.config": "timeslice-4"},
+               "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+               "annotations": {"gpu-slicer.io/rewritten": "main: nvidia.com/gpu 1 -> nvidia.com/gpu.shared 1 (rule notebooks-timeslice)"}}),
+    ));
+    // The webhook fails open while the policy denies (rule sandbox-deny).
+    c.webhooks[0]["webhooks"][0]["failurePolicy"] = json!("Ignore");
+    c
+}
+
+/// The guide's doctor outputs: the cluster above, and one whose policy ConfigMap does not load.
+async fn guide_outputs() -> Vec<String> {
+    let mut out = Vec::new();
+    let api = serve(&guide_cluster()).await;
+    out.push(text(&doctor(&api, &[]).await));
+    let mut c = gpu_cluster::healthy(0);
+    for cm in &mut c.configmaps {
+        if cm["metadata"]["name"] == "gpu-slicer-policy" {
+            let policy = cm["data"]["policy.yaml"].as_str().unwrap().replacen(
+                "profile: 1g.10gb",
+                "profile: 1g.7gb",
+                1,
+            );
+            cm["data"]["policy.yaml"] = json!(policy);
+        }
+    }
+    let api = serve(&c).await;
+    out.push(text(&doctor(&api, &[]).await));
+    out
+}
+
+/// Every line of a doctor finding shown in docs/troubleshooting.md (`console` blocks of `gpu-slicer
+/// doctor`) is a line doctor prints for the failures planted in [`guide_cluster`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_troubleshooting_guide_shows_what_doctor_prints() {
+    let outputs = guide_outputs().await;
+    if std::env::var_os("PRINT_GUIDE").is_some() {
+        for o in &outputs {
+            eprintln!("{o}\n-----");
+        }
+    }
+    let page = std::fs::read_to_string(common::repo("docs/troubleshooting.md")).unwrap();
+    let mut checked = 0;
+    let mut in_doctor_block = false;
+    for line in page.lines() {
+        if line.starts_with("```") {
+            in_doctor_block = false;
+            continue;
+        }
+        if line.starts_with("$ gpu-slicer doctor") {
+            in_doctor_block = true;
+            continue;
+        }
+        // Finding lines are indented; `...` marks lines left out.
+        if in_doctor_block && line.starts_with("  ") && line.trim() != "..." {
+            assert!(
+                outputs.iter().any(|o| o.lines().any(|l| l == line)),
+                "docs/troubleshooting.md shows a doctor line doctor does not print:\n{line}\n\ndoctor printed:\n{}",
+                outputs.join("\n-----\n")
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} doctor lines in the guide");
+}

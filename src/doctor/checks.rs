@@ -127,6 +127,8 @@ fn skipped(check: &'static str, object: &str, why: &str) -> Vec<Finding> {
 }
 
 const KARPENTER_CRDS: &str = "CustomResourceDefinition/nodepools.karpenter.sh";
+/// Where the webhook's policy is looked for (manifests/webhook).
+const POLICY_OBJECT: &str = "ConfigMap/gpu-slicer/gpu-slicer-policy";
 
 fn list(items: impl IntoIterator<Item = impl AsRef<str>>) -> String {
     let v: Vec<String> = items.into_iter().map(|s| s.as_ref().to_string()).collect();
@@ -294,18 +296,26 @@ fn likely_cause(s: &ClusterSnapshot, node: &NodeInfo, resource: &str) -> (String
             );
         }
         if slices.is_empty() && whole > 0 {
-            let strategy = ops
-                .and_then(|o| o.mig_strategy.as_deref())
-                .map_or(String::new(), |st| {
-                    format!(" (ClusterPolicy spec.mig.strategy={st})")
-                });
+            let plugin_name = plugin_config.unwrap_or("default");
+            let plugin_single = ops
+                .and_then(|o| o.configs.device_plugin.get(plugin_name))
+                .and_then(|(c, _)| c.flags.as_ref()?.mig_strategy.as_deref())
+                == Some("single");
+            let why = if ops.and_then(|o| o.mig_strategy.as_deref()) == Some("single") {
+                "the GPU Operator runs the single MIG strategy (ClusterPolicy spec.mig.strategy=single), which advertises slices as nvidia.com/gpu".to_string()
+            } else if plugin_single {
+                format!(
+                    "device plugin config {plugin_name} has flags.migStrategy: single, which advertises slices as nvidia.com/gpu"
+                )
+            } else {
+                "the device plugin advertises slices as nvidia.com/gpu (the single MIG strategy), or MIG is off".to_string()
+            };
             return (
                 format!(
-                    "the node advertises {WHOLE_GPU} x{whole} where {resource} was expected: the device plugin runs the single MIG strategy{strategy}, or MIG is off"
+                    "the node advertises {WHOLE_GPU} x{whole} where {resource} was expected: {why}"
                 ),
                 format!(
-                    "set the MIG strategy to mixed (ClusterPolicy spec.mig.strategy, and flags.migStrategy of device plugin config {})",
-                    plugin_config.unwrap_or("default")
+                    "set the MIG strategy to mixed (ClusterPolicy spec.mig.strategy, and flags.migStrategy of device plugin config {plugin_name})"
                 ),
             );
         }
@@ -335,7 +345,7 @@ fn likely_cause(s: &ClusterSnapshot, node: &NodeInfo, resource: &str) -> (String
         {
             return (
                 format!(
-                    "the node advertises {base} x{} instead of {resource}: device plugin config {} has renameByDefault: false",
+                    "the node advertises {base} x{} instead of {resource}: the device plugin config it runs ({}) does not rename (renameByDefault: false)",
                     node.offers(base),
                     plugin_config.unwrap_or("?")
                 ),
@@ -912,7 +922,7 @@ fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> b
 pub fn pod_not_rewritten(s: &ClusterSnapshot) -> Vec<Finding> {
     let loaded = match &s.policy {
         Ok(p) => p,
-        Err(no) => return skipped(POD_NOT_REWRITTEN, "SlicingPolicy", &no.why()),
+        Err(no) => return skipped(POD_NOT_REWRITTEN, POLICY_OBJECT, &no.why()),
     };
     let webhooks = gpu_slicer_webhooks(s);
     let mut groups: BTreeMap<String, (Vec<&PodInfo>, String)> = BTreeMap::new();
@@ -1122,7 +1132,11 @@ fn shipped_webhook() -> (Vec<String>, Vec<String>) {
 pub fn webhook_not_configured(s: &ClusterSnapshot) -> Vec<Finding> {
     const FIX: &str = "apply manifests/webhook (`kubectl apply -k manifests/webhook/overlays/cert-manager`, or plain-certs)";
     if let Some(why) = s.webhooks.why_not() {
-        return skipped(WEBHOOK_NOT_CONFIGURED, "MutatingWebhookConfiguration", why);
+        return skipped(
+            WEBHOOK_NOT_CONFIGURED,
+            "MutatingWebhookConfiguration/gpu-slicer",
+            why,
+        );
     }
     let hooks = gpu_slicer_webhooks(s);
     if hooks.is_empty() {
@@ -1216,7 +1230,7 @@ pub fn policy_cluster_mismatch(s: &ClusterSnapshot) -> Vec<Finding> {
                 "correct the policy (`gpu-slicer policy check FILE`) and re-apply manifests/policy; until then the webhook keeps its last good policy, or cannot start",
             )];
         }
-        Err(no) => return skipped(POLICY_CLUSTER_MISMATCH, "SlicingPolicy", &no.why()),
+        Err(no) => return skipped(POLICY_CLUSTER_MISMATCH, POLICY_OBJECT, &no.why()),
     };
     let mut out = vec![finding(
         POLICY_CLUSTER_MISMATCH,
@@ -1233,7 +1247,7 @@ pub fn policy_cluster_mismatch(s: &ClusterSnapshot) -> Vec<Finding> {
     if let Some(why) = s.gpu_operator.why_not() {
         out.extend(skipped(
             POLICY_CLUSTER_MISMATCH,
-            "ClusterPolicy",
+            "CustomResourceDefinition/clusterpolicies.nvidia.com",
             &format!(
                 "{why} (MIG configs checked against the GPU Operator's defaults; device plugin configs not checked)"
             ),

@@ -443,3 +443,113 @@ pub fn healthy(cpu_pods: usize) -> Cluster {
         )]),
     }
 }
+
+/// What [`at_scale`] plants, so a run can be checked.
+pub struct Planted {
+    pub stuck_claims: usize,
+    pub failed_nodes: usize,
+    pub unrewritten_owners: usize,
+}
+
+/// A big cluster: `nodes` initialized gpu-mig nodes (1% with a failed MIG layout), `claims`
+/// NodeClaims (the failed nodes' stuck on `ResourceNotRegistered`), and `pods` pods: 40% running MIG
+/// slices, 1% pending for one, 0.5% whole-GPU pods that bypassed the webhook, the rest CPU only.
+pub fn at_scale(nodes: usize, pods: usize, claims: usize) -> (Cluster, Planted) {
+    let mut c = healthy(0);
+    let failed = (nodes / 100).max(1);
+    c.nodes = (0..nodes)
+        .map(|i| {
+            let mut n = mig_node(&format!(
+                "ip-10-{}-{}-{}.ec2.internal",
+                i / 65536,
+                i / 256 % 256,
+                i % 256
+            ));
+            if i < failed {
+                n["metadata"]["labels"]["nvidia.com/mig.config.state"] = json!("failed");
+                n["metadata"]["labels"]["karpenter.sh/initialized"] = json!("false");
+                n["status"]["allocatable"] = json!({"cpu": "191450m", "nvidia.com/gpu": "8"});
+            }
+            n
+        })
+        .collect();
+    let node_name = |i: usize| {
+        format!(
+            "ip-10-{}-{}-{}.ec2.internal",
+            i / 65536,
+            i / 256 % 256,
+            i % 256
+        )
+    };
+    let stuck = failed.min(claims);
+    c.nodeclaims = Some(
+        (0..claims)
+            .map(|i| {
+                let cond = if i < stuck {
+                    not_registered("nvidia.com/mig-1g.10gb", 30)
+                } else {
+                    initialized()
+                };
+                nodeclaim(&format!("gpu-mig-{i:05}"), &node_name(i), cond)
+            })
+            .collect(),
+    );
+    let unrewritten = pods / 200;
+    let mut out = Vec::with_capacity(pods);
+    for i in 0..pods {
+        let deploy = format!("svc{}", i / 10);
+        let suffix = format!("{i:05}");
+        let pod = if i < pods * 40 / 100 {
+            let mut extra = routed_to_gpu_mig();
+            extra["nodeName"] = json!(node_name(failed + i % (nodes - failed).max(1)));
+            pod(
+                "ml-inference",
+                &deploy,
+                &suffix,
+                "Running",
+                json!({"nvidia.com/mig-1g.10gb": "1"}),
+                extra,
+            )
+        } else if i < pods * 41 / 100 {
+            pod(
+                "ml-inference",
+                &deploy,
+                &suffix,
+                "Pending",
+                json!({"nvidia.com/mig-1g.10gb": "1"}),
+                routed_to_gpu_mig(),
+            )
+        } else if i < pods * 41 / 100 + unrewritten {
+            pod(
+                "ml-inference",
+                &format!("bypass{}", i / 10),
+                &suffix,
+                "Running",
+                json!({"nvidia.com/gpu": "1"}),
+                json!({"nodeName": node_name(i % nodes)}),
+            )
+        } else {
+            pod(
+                "default",
+                &deploy,
+                &suffix,
+                "Running",
+                json!({"cpu": "250m", "memory": "512Mi"}),
+                json!({"nodeName": node_name(i % nodes)}),
+            )
+        };
+        out.push(pod);
+    }
+    c.pods = out;
+    (
+        c,
+        Planted {
+            stuck_claims: stuck,
+            failed_nodes: failed,
+            unrewritten_owners: (pods * 41 / 100..pods * 41 / 100 + unrewritten)
+                .map(|i| i / 10)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+        },
+    )
+}
