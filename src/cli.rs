@@ -13,9 +13,11 @@ use crate::admission::{self, StaticFacts};
 use crate::audit;
 use crate::check;
 use crate::cluster::Cluster;
+use crate::doctor;
 use crate::engine::{self, Namespace};
 use crate::gpu_operator::GpuOperatorConfigs;
 use crate::karpenter;
+use crate::kubeapi;
 use crate::metrics::Metrics;
 use crate::nodepool::NodePoolIndex;
 use crate::plan;
@@ -56,6 +58,42 @@ pub enum Command {
     Dra(DraCommand),
     /// Write a CA and a serving certificate for the webhook Service.
     Certs(CertsArgs),
+    /// Read a live cluster (read-only) and report what keeps sliced GPU pods from running.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DoctorOutput {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Kubeconfig; without it KUBECONFIG, ~/.kube/config, else the in-cluster config.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Judge the cluster by this policy file instead of the webhook's ConfigMap
+    /// (gpu-slicer/gpu-slicer-policy, key policy.yaml, as manifests/webhook deploys it).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// How long a NodeClaim may wait for its resources, or mig-manager stay pending, before it is
+    /// reported (e.g. 10m, 1h30m).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub stuck_after: Duration,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: DoctorOutput,
+}
+
+/// A Go-style duration (`90s`, `10m`, `1h30m`), as Kubernetes writes them.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d: kube::core::Duration = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a duration like 10m or 1h30m: {e}"))?;
+    if d.is_negative() {
+        return Err(format!("{s:?} is negative"));
+    }
+    Ok(d.into())
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -338,6 +376,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Dra(DraCommand::Templates(args)) => dra_templates(args),
         Command::Dra(DraCommand::DeviceClasses(args)) => dra_device_classes(args),
         Command::Certs(args) => certs(args),
+        Command::Doctor(args) => doctor(args),
     }
 }
 
@@ -504,26 +543,14 @@ async fn cluster_client(args: &ServeArgs) -> Result<Option<kube::Client>, String
     if args.offline {
         return Ok(None);
     }
-    let config = if let Some(path) = &args.kubeconfig {
-        kubeconfig_file(path).await?
-    } else if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
-        kube::Config::incluster()
-            .map_err(|e| format!("in-cluster config: {e} (use --offline to run without the API)"))?
-    } else {
-        return Ok(None);
-    };
-    kube::Client::try_from(config)
-        .map(Some)
-        .map_err(|e| format!("API client: {e}"))
-}
-
-/// The client configuration a `--kubeconfig` file names (its current context).
-async fn kubeconfig_file(path: &Path) -> Result<kube::Config, String> {
-    let failed = |e: &dyn std::fmt::Display| format!("--kubeconfig {}: {e}", path.display());
-    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| failed(&e))?;
-    kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+    kubeapi::webhook_client(args.kubeconfig.as_deref())
         .await
-        .map_err(|e| failed(&e))
+        .map_err(|e| match e {
+            kubeapi::ApiError::InCluster(_) => {
+                format!("{e} (use --offline to run without the API)")
+            }
+            e => e.to_string(),
+        })
 }
 
 /// Exit codes of `mutate`: 0 allowed, 1 denied, 2 bad input.
@@ -940,13 +967,9 @@ fn inventory_from_cluster(kubeconfig: Option<&Path>) -> Result<plan::Inventory, 
         .build()
         .map_err(|e| e.to_string())?;
     let objects = runtime.block_on(async {
-        let config = match kubeconfig {
-            Some(path) => kubeconfig_file(path).await?,
-            None => kube::Config::infer()
-                .await
-                .map_err(|e| format!("no cluster configuration: {e}"))?,
-        };
-        let client = kube::Client::try_from(config).map_err(|e| format!("API client: {e}"))?;
+        let client = kubeapi::client(kubeconfig)
+            .await
+            .map_err(|e| e.to_string())?;
         plan::cluster::list_workloads(client)
             .await
             .map_err(|e| format!("listing workloads: {e}"))
@@ -967,6 +990,54 @@ fn inventory_from_cluster(kubeconfig: Option<&Path>) -> Result<plan::Inventory, 
         node_reserve: plan::allocatable::NodeReserve::default(),
         workloads,
     })
+}
+
+/// Exit codes of `doctor`: 0 no error found, 1 errors found, 2 the cluster could not be read (or
+/// `--policy` does not load).
+fn doctor(args: DoctorArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let snapshot = runtime.block_on(async {
+        let client = kubeapi::client(args.kubeconfig.as_deref())
+            .await
+            .map_err(doctor::read::ReadError::Api)?;
+        doctor::read::read(&client, args.policy.as_deref()).await
+    });
+    let snapshot = match snapshot {
+        Ok(s) => s,
+        Err(e @ doctor::read::ReadError::Policy(_)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("error: cannot read the cluster: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = doctor::Options {
+        now: k8s_openapi::jiff::Timestamp::now(),
+        stuck_after: args.stuck_after,
+    };
+    let report = doctor::diagnose(&snapshot, &options);
+    match args.output {
+        DoctorOutput::Table => print!("{}", report.table()),
+        DoctorOutput::Json => match serde_json::to_string_pretty(&report) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    }
+    ExitCode::from(report.exit_code())
 }
 
 fn certs(args: CertsArgs) -> ExitCode {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{ApiResource, DynamicObject, ListParams};
+use kube::api::DynamicObject;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
@@ -27,6 +27,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::kubeapi;
 use crate::nodepool::{NodePool, NodePoolIndex};
 
 /// How long a direct namespace read may take on the request path.
@@ -101,16 +102,6 @@ pub struct Cluster {
     pool_state: std::sync::Mutex<PoolWatch>,
     metrics: ClusterMetrics,
     changes: tokio::sync::watch::Sender<u64>,
-}
-
-fn nodepool_resource() -> ApiResource {
-    ApiResource {
-        group: "karpenter.sh".into(),
-        version: "v1".into(),
-        api_version: "karpenter.sh/v1".into(),
-        kind: "NodePool".into(),
-        plural: "nodepools".into(),
-    }
 }
 
 impl Cluster {
@@ -189,14 +180,14 @@ impl Cluster {
     }
 
     async fn watch_nodepools(self: Arc<Self>, pools: Arc<ArcSwap<NodePoolIndex>>) {
-        let ar = nodepool_resource();
+        let ar = kubeapi::nodepools();
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
         // Is the CRD there? A 404 on the list says it is not; look again later.
         let mut said = false;
         loop {
-            match api.list(&ListParams::default().limit(1)).await {
-                Ok(_) => break,
-                Err(kube::Error::Api(status)) if status.is_not_found() => {
+            match kubeapi::served(&self.client, &ar).await {
+                Ok(true) => break,
+                Ok(false) => {
                     self.set_pool_state(PoolWatch::CrdMissing);
                     if !said {
                         tracing::warn!(

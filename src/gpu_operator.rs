@@ -332,10 +332,18 @@ fn operator_strategy(doc: &serde_json::Value) -> Result<Option<DeviceMigStrategy
 impl GpuOperatorConfigs {
     /// Reads the ConfigMaps in the YAML files of `dir` and recognises their data values by content.
     pub fn from_dir(dir: &Path) -> Result<GpuOperatorConfigs, ConfigError> {
-        let mut out = GpuOperatorConfigs::default();
-        let mut custom: Option<MigConfigs> = None;
         let docs = crate::yaml::documents_in_dir(dir)
             .map_err(|(path, message)| ConfigError { path, message })?;
+        GpuOperatorConfigs::from_documents(docs)
+    }
+
+    /// Recognises ConfigMaps among `(origin, object)` pairs (files' documents, or objects read from a
+    /// cluster) by content, as [`GpuOperatorConfigs::from_dir`] does.
+    pub fn from_documents(
+        docs: impl IntoIterator<Item = (String, serde_json::Value)>,
+    ) -> Result<GpuOperatorConfigs, ConfigError> {
+        let mut out = GpuOperatorConfigs::default();
+        let mut custom: Option<MigConfigs> = None;
         for (path, doc) in docs {
             let strategy = operator_strategy(&doc).map_err(|message| ConfigError {
                 path: path.clone(),

@@ -13,6 +13,9 @@
 //! - [`mode`]: audit mode (decide as enforce, answer "would ..." and change nothing);
 //! - [`audit`], [`metrics`]: the audit trail and Prometheus metrics;
 //! - [`report`]: `policy report`, what the policy would do to existing workloads;
+//! - [`kubeapi`]: reading the Kubernetes API (client, paginated lists, missing CRDs), under
+//!   [`cluster`], [`plan::cluster`] and [`doctor`];
+//! - [`doctor`]: what keeps sliced GPU pods from running in a live cluster;
 //! - [`cli`]: the `gpu-slicer` command line.
 
 pub mod admission;
@@ -21,11 +24,13 @@ pub mod catalog;
 pub mod check;
 pub mod cli;
 pub mod cluster;
+pub mod doctor;
 pub mod dra;
 pub mod dra_sync;
 pub mod engine;
 pub mod gpu_operator;
 pub mod karpenter;
+pub mod kubeapi;
 pub mod metrics;
 pub mod mode;
 pub mod nodepool;

@@ -1,5 +1,6 @@
 //! The inventory from a cluster: the Deployments, StatefulSets and Jobs whose pods request
-//! `nvidia.com/gpu`, read with kube-rs (one list each), turned into workloads by a pure function.
+//! `nvidia.com/gpu`, listed page by page through [`crate::kubeapi`], turned into workloads by a pure
+//! function.
 //!
 //! What a workload object says for the planner (on its pod template):
 //! - replicas: `spec.replicas` (Deployments, StatefulSets; default 1) or `spec.parallelism` (Jobs);
@@ -17,6 +18,7 @@ use serde_json::Value;
 
 use super::{Isolation, Workload};
 use crate::engine::GPU_MEMORY_ANNOTATION;
+use crate::kubeapi::{self, ApiError};
 use crate::policy::WHOLE_GPU;
 use crate::quantity;
 
@@ -201,8 +203,8 @@ pub fn workloads_from_objects(objects: &[Value]) -> (Vec<Workload>, Vec<String>)
     (out, skipped)
 }
 
-/// Lists every Deployment, StatefulSet and Job in the cluster (as JSON, with `kind` set).
-pub async fn list_workloads(client: kube::Client) -> Result<Vec<Value>, kube::Error> {
+/// Lists every Deployment, StatefulSet and Job in the cluster (as JSON, with `kind` set), paginated.
+pub async fn list_workloads(client: kube::Client) -> Result<Vec<Value>, ApiError> {
     use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch};
     let mut out = Vec::new();
     list_into::<apps::Deployment>(&client, &mut out).await?;
@@ -212,7 +214,7 @@ pub async fn list_workloads(client: kube::Client) -> Result<Vec<Value>, kube::Er
 }
 
 /// Appends every `K` in the cluster as JSON, with `kind` set (list items come without it).
-async fn list_into<K>(client: &kube::Client, out: &mut Vec<Value>) -> Result<(), kube::Error>
+async fn list_into<K>(client: &kube::Client, out: &mut Vec<Value>) -> Result<(), ApiError>
 where
     K: k8s_openapi::Resource
         + kube::Resource<DynamicType = ()>
@@ -221,12 +223,11 @@ where
         + Clone
         + std::fmt::Debug,
 {
-    let items = kube::Api::<K>::all(client.clone())
-        .list(&kube::api::ListParams::default())
-        .await?;
+    // Built-in kinds are always served: a 404 would mean a broken API server, read as "none".
+    let items = kubeapi::list_all::<K>(client).await?.unwrap_or_default();
     for item in items {
         let mut v = serde_json::to_value(item).unwrap_or_default();
-        v["kind"] = Value::from(K::KIND);
+        v["kind"] = Value::from(<K as k8s_openapi::Resource>::KIND);
         out.push(v);
     }
     Ok(())

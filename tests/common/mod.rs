@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod fakeapi;
+pub mod gpu_cluster;
 pub mod validate;
 
 use std::collections::BTreeMap;
