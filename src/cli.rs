@@ -279,12 +279,26 @@ pub enum PolicyCommand {
 pub struct ReportArgs {
     /// Manifests: a file (multi-document YAML, `kustomize build` output; `-` for stdin) or a
     /// directory (every *.yaml, *.yml, *.json under it). Repeatable.
-    #[arg(short = 'f', long = "filename", required = true)]
+    #[arg(
+        short = 'f',
+        long = "filename",
+        required_unless_present = "from_cluster",
+        conflicts_with = "from_cluster"
+    )]
     pub files: Vec<String>,
-    /// Policy file; without it, the embedded example policy.
+    /// Read the workloads, namespace labels and NodePools of a live cluster (read-only, paginated);
+    /// uses --kubeconfig, else KUBECONFIG, ~/.kube/config or the in-cluster config.
+    #[arg(long)]
+    pub from_cluster: bool,
+    /// Kubeconfig for --from-cluster.
+    #[arg(long, requires = "from_cluster")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Policy file; without it, the webhook's ConfigMap (gpu-slicer/gpu-slicer-policy) with
+    /// --from-cluster, else the embedded example policy.
     #[arg(long)]
     pub policy: Option<PathBuf>,
-    /// Directory of Karpenter NodePool YAML (routing labels and taints).
+    /// Directory of Karpenter NodePool YAML (routing labels and taints); with --from-cluster it
+    /// replaces the cluster's NodePools.
     #[arg(long)]
     pub nodepools: Option<PathBuf>,
     /// A label (key=value) every namespace has, for rules with a namespaceSelector; Namespace
@@ -768,21 +782,29 @@ fn report_outputs(args: &ReportArgs) -> Result<Vec<(&str, Option<&str>)>, String
 
 fn policy_report_inner(args: &ReportArgs) -> Result<report::Report, String> {
     let outputs = report_outputs(args)?;
-    let policy = load_policy(args.policy.as_deref())?;
-    let pools = load_pools(args.nodepools.as_deref())?;
-    let (docs, notes) = report::read::load_paths(&args.files)?;
-    for n in &notes {
-        eprintln!("note: {n}");
-    }
+    let (docs, policy, pools, source) = if args.from_cluster {
+        report_inputs_from_cluster(args)?
+    } else {
+        let (docs, notes) = report::read::load_paths(&args.files)?;
+        for n in &notes {
+            eprintln!("note: {n}");
+        }
+        let source = format!(
+            "{} against {}",
+            args.files.join(", "),
+            args.policy
+                .as_ref()
+                .map_or("the example policy".into(), |p| p.display().to_string())
+        );
+        (
+            docs,
+            load_policy(args.policy.as_deref())?,
+            load_pools(args.nodepools.as_deref())?,
+            source,
+        )
+    };
     let read = report::read::from_objects(docs, &args.namespace);
     let built = report::build(read, &policy, &pools, &args.namespace_labels);
-    let source = format!(
-        "{} against {}",
-        args.files.join(", "),
-        args.policy
-            .as_ref()
-            .map_or("the example policy".into(), |p| p.display().to_string())
-    );
     for (format, file) in outputs {
         let text = match format {
             "json" => {
@@ -802,6 +824,53 @@ fn policy_report_inner(args: &ReportArgs) -> Result<report::Report, String> {
         }
     }
     Ok(built)
+}
+
+/// `--from-cluster`: the cluster's workloads and Namespaces, the policy (`--policy`, else the
+/// webhook's ConfigMap) and the NodePools (`--nodepools`, else the cluster's), and a title.
+fn report_inputs_from_cluster(
+    args: &ReportArgs,
+) -> Result<(Vec<report::read::Document>, Policy, NodePoolIndex, String), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let client = kubeapi::client(args.kubeconfig.as_deref())
+            .await
+            .map_err(|e| e.to_string())?;
+        let cluster = report::cluster::read(&client)
+            .await
+            .map_err(|e| format!("cannot read the cluster: {e}"))?;
+        let (policy, policy_source) = match &args.policy {
+            Some(path) => (
+                Policy::load(path).map_err(|e| e.to_string())?,
+                path.display().to_string(),
+            ),
+            None => {
+                let loaded = doctor::read::policy_from_configmap(&client)
+                    .await
+                    .map_err(|e| e.why())?;
+                (loaded.policy, loaded.source)
+            }
+        };
+        let pools = match (&args.nodepools, cluster.pools) {
+            (Some(dir), _) => load_pools(Some(dir))?,
+            (None, Some(pools)) => pools,
+            (None, None) => {
+                eprintln!(
+                    "note: Karpenter's NodePool CRD is not installed: routing by the policy alone"
+                );
+                NodePoolIndex::default()
+            }
+        };
+        Ok((
+            cluster.documents,
+            policy,
+            pools,
+            format!("the cluster's workloads against {policy_source}"),
+        ))
+    })
 }
 
 fn overlays(args: OverlaysArgs) -> ExitCode {

@@ -414,3 +414,273 @@ fn the_html_page_renders_in_a_browser_with_the_json_totals() {
     assert!(dom.contains("<svg"), "chart rendered");
     assert!(dom.contains("CronJob/nightly-eval") && dom.contains("may not use GPUs"));
 }
+
+// ---- --from-cluster ----
+
+/// A workload object as the API server lists it: one container asking for `gpus` whole GPUs.
+fn listed(
+    kind: &str,
+    api_version: &str,
+    ns: &str,
+    name: &str,
+    spec: Value,
+    owner: Option<&str>,
+) -> Value {
+    let template = json!({"metadata": {"labels": {"app": name}}, "spec": {"containers": [
+        {"name": "main", "image": "nvcr.io/nvidia/pytorch:24.08-py3",
+         "resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}}}]}});
+    let mut obj = json!({"apiVersion": api_version, "kind": kind,
+        "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}"), "resourceVersion": "7"},
+        "spec": spec});
+    match kind {
+        "CronJob" => obj["spec"]["jobTemplate"] = json!({"spec": {"template": template}}),
+        "Pod" => obj["spec"] = template["spec"].clone(),
+        _ => obj["spec"]["template"] = template,
+    }
+    if let Some(owner) = owner {
+        let (kind, name) = owner.split_once('/').unwrap();
+        obj["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": kind, "name": name,
+            "uid": format!("uid-{name}"), "controller": true}]);
+    }
+    obj
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_cluster_reads_every_workload_kind_with_live_labels_and_nodepools() {
+    use common::fakeapi::FakeApi;
+    use common::gpu_cluster;
+
+    // The shipped NodePools and policy ConfigMap, and 600 CPU pods so the pod list spans two pages.
+    let mut cluster = gpu_cluster::healthy(600);
+    cluster.namespaces.push(gpu_cluster::namespace(
+        "team-a",
+        json!({"gpu-sharing": "mig"}),
+    ));
+    cluster.pods.push(listed(
+        "Pod",
+        "v1",
+        "ml-notebooks",
+        "jupyter",
+        json!({}),
+        None,
+    ));
+    cluster.pods.push(listed(
+        "Pod",
+        "v1",
+        "sandbox",
+        "nightly-eval-28811520-x2k9p",
+        json!({}),
+        Some("Job/nightly-eval-28811520"),
+    ));
+    let api = FakeApi::start().await;
+    cluster.install(&api);
+    let apps = |plural: &str, kind: &str, items: Vec<Value>| {
+        api.serve_namespaced(
+            "/apis/apps/v1",
+            plural,
+            "apps/v1",
+            &format!("{kind}List"),
+            items,
+        )
+    };
+    apps(
+        "deployments",
+        "Deployment",
+        vec![listed(
+            "Deployment",
+            "apps/v1",
+            "team-a",
+            "ranker",
+            json!({"replicas": 4}),
+            None,
+        )],
+    );
+    apps(
+        "statefulsets",
+        "StatefulSet",
+        vec![listed(
+            "StatefulSet",
+            "apps/v1",
+            "ml-inference",
+            "embedder",
+            json!({"replicas": 2}),
+            None,
+        )],
+    );
+    apps(
+        "daemonsets",
+        "DaemonSet",
+        vec![listed(
+            "DaemonSet",
+            "apps/v1",
+            "ml-training",
+            "probe",
+            json!({}),
+            None,
+        )],
+    );
+    apps(
+        "replicasets",
+        "ReplicaSet",
+        vec![
+            listed(
+                "ReplicaSet",
+                "apps/v1",
+                "team-a",
+                "ranker-7d9c8b6f5",
+                json!({"replicas": 4}),
+                Some("Deployment/ranker"),
+            ),
+            listed(
+                "ReplicaSet",
+                "apps/v1",
+                "ml-inference",
+                "legacy",
+                json!({"replicas": 1}),
+                None,
+            ),
+        ],
+    );
+    let batch = |plural: &str, kind: &str, items: Vec<Value>| {
+        api.serve_namespaced(
+            "/apis/batch/v1",
+            plural,
+            "batch/v1",
+            &format!("{kind}List"),
+            items,
+        )
+    };
+    batch(
+        "jobs",
+        "Job",
+        vec![
+            listed(
+                "Job",
+                "batch/v1",
+                "ml-training",
+                "finetune",
+                json!({"parallelism": 3}),
+                None,
+            ),
+            listed(
+                "Job",
+                "batch/v1",
+                "sandbox",
+                "nightly-eval-28811520",
+                json!({}),
+                Some("CronJob/nightly-eval"),
+            ),
+        ],
+    );
+    batch(
+        "cronjobs",
+        "CronJob",
+        vec![listed(
+            "CronJob",
+            "batch/v1",
+            "sandbox",
+            "nightly-eval",
+            json!({"schedule": "0 2 * * *"}),
+            None,
+        )],
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig(dir.path());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_gpu-slicer"))
+            .args(["policy", "report", "--from-cluster", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .args(["-o", "json", "--fail-on", "deny"])
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the CronJob would be denied: {}",
+        text(&out.stderr)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = |v: &str| v.to_string();
+    assert_eq!(
+        rows(&json),
+        vec![
+            (
+                s("ml-inference"),
+                s("ReplicaSet/legacy"),
+                json!(1),
+                s("inference-mig"),
+                s("rewrite")
+            ),
+            (
+                s("ml-inference"),
+                s("StatefulSet/embedder"),
+                json!(2),
+                s("inference-mig"),
+                s("rewrite")
+            ),
+            (
+                s("ml-notebooks"),
+                s("Pod/jupyter"),
+                json!(1),
+                s("notebooks-timeslice"),
+                s("rewrite")
+            ),
+            (
+                s("ml-training"),
+                s("DaemonSet/probe"),
+                Value::Null,
+                s("training-exclusive"),
+                s("rewrite")
+            ),
+            (
+                s("ml-training"),
+                s("Job/finetune"),
+                json!(3),
+                s("training-exclusive"),
+                s("rewrite")
+            ),
+            (
+                s("sandbox"),
+                s("CronJob/nightly-eval"),
+                json!(1),
+                s("sandbox-deny"),
+                s("deny")
+            ),
+            // Chosen by the live namespace label gpu-sharing=mig.
+            (
+                s("team-a"),
+                s("Deployment/ranker"),
+                json!(4),
+                s("labelled-mig"),
+                s("rewrite")
+            ),
+        ]
+    );
+    // Routed with the live NodePools: the shipped gpu-mig pool's template labels.
+    assert_eq!(json["rows"][0]["nodePool"], "gpu-mig");
+    assert_eq!(json["rows"][0]["origin"], "cluster");
+
+    // Read-only, and every list paginated.
+    let requests = api.requests();
+    assert!(
+        requests.iter().all(|(m, _)| m == axum::http::Method::GET),
+        "{requests:?}"
+    );
+    let lists: Vec<&String> = requests
+        .iter()
+        .map(|(_, p)| p)
+        .filter(|p| !p.contains("/configmaps/"))
+        .collect();
+    assert!(lists.iter().all(|p| p.contains("limit=500")), "{lists:?}");
+    assert!(
+        lists
+            .iter()
+            .any(|p| p.starts_with("/api/v1/pods") && p.contains("continue=")),
+        "{lists:?}"
+    );
+}

@@ -153,7 +153,7 @@ pub async fn read(
 }
 
 /// The policy the webhook runs, from its ConfigMap as `manifests/webhook` deploys it.
-async fn policy_from_configmap(client: &Client) -> Result<LoadedPolicy, NoPolicy> {
+pub async fn policy_from_configmap(client: &Client) -> Result<LoadedPolicy, NoPolicy> {
     let at = format!("ConfigMap {POLICY_NAMESPACE}/{POLICY_CONFIGMAP}");
     let cm = kubeapi::get_namespaced::<ConfigMap>(client, POLICY_NAMESPACE, POLICY_CONFIGMAP)
         .await

@@ -6,6 +6,7 @@
 //! whatever the rule's mode, with the mode beside it: the report is what a platform team reads before
 //! switching a rule from audit to enforce.
 
+pub mod cluster;
 pub mod html;
 pub mod read;
 

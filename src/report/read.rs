@@ -34,8 +34,8 @@ pub struct Read {
     pub skipped: Vec<String>,
 }
 
-/// Whether an object's `metadata.ownerReferences` names a controller: such a ReplicaSet or Pod is
-/// made by another workload, which is reported instead.
+/// Whether an object's `metadata.ownerReferences` names a controller: such a ReplicaSet, Job or Pod
+/// is made by another workload, which is reported instead.
 fn has_controller(obj: &Value) -> bool {
     obj.pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
@@ -93,6 +93,8 @@ pub fn from_objects(objects: Vec<Document>, default_namespace: &str) -> Read {
             "ReplicaSet" if has_controller(&obj) => continue,
             "ReplicaSet" => (&spec["template"], Some(count(&spec["replicas"]))),
             "DaemonSet" => (&spec["template"], None),
+            // A CronJob's Jobs are reported as the CronJob.
+            "Job" if has_controller(&obj) => continue,
             "Job" => (&spec["template"], Some(count(&spec["parallelism"]))),
             "CronJob" => (
                 &spec["jobTemplate"]["spec"]["template"],
