@@ -19,6 +19,17 @@ pub struct AdmissionLabels {
     pub rule: String,
 }
 
+/// Labels of [`Metrics::audit_would`]: audit mode only, so a dashboard shows per rule *and namespace*
+/// what enforcing would change. Namespaces are bounded by the cluster's; enforce decisions never
+/// touch this family, so the request path in enforce pays nothing for it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuditLabels {
+    /// would-rewrite | would-route | would-deny
+    pub outcome: &'static str,
+    pub rule: String,
+    pub namespace: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     /// bad_json | not_a_review | not_a_pod | too_large | timeout | read_error
@@ -29,6 +40,7 @@ pub struct ErrorLabels {
 pub struct Metrics {
     registry: Registry,
     pub admissions: Family<AdmissionLabels, Counter>,
+    pub audit_would: Family<AuditLabels, Counter>,
     pub patches: Counter,
     pub denials: Counter,
     pub bad_requests: Family<ErrorLabels, Counter>,
@@ -55,6 +67,12 @@ impl Metrics {
             "admissions",
             "Admission reviews answered, by outcome, action and rule",
             admissions.clone(),
+        );
+        let audit_would = Family::<AuditLabels, Counter>::default();
+        registry.register(
+            "audit_would",
+            "Audit mode: pods enforce would have changed or denied, by outcome, rule and namespace",
+            audit_would.clone(),
         );
         let patches = Counter::default();
         registry.register(
@@ -114,6 +132,7 @@ impl Metrics {
         Metrics {
             registry,
             admissions,
+            audit_would,
             patches,
             denials,
             bad_requests,

@@ -26,8 +26,9 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admission::{self, BadReview, Labels, StaticFacts};
+use crate::audit::Outcome;
 use crate::cluster::{Cluster, Lookup};
-use crate::metrics::{AdmissionLabels, ErrorLabels, Metrics};
+use crate::metrics::{AdmissionLabels, AuditLabels, ErrorLabels, Metrics};
 use crate::nodepool::NodePoolIndex;
 use crate::policy::Policy;
 
@@ -313,6 +314,19 @@ async fn review(app: &App, body: Body) -> Response {
                 m.denials.inc();
             }
             if let Some(entry) = &reviewed.audit {
+                let outcome = entry.record.outcome;
+                if matches!(
+                    outcome,
+                    Outcome::WouldRewrite | Outcome::WouldRoute | Outcome::WouldDeny
+                ) {
+                    m.audit_would
+                        .get_or_create(&AuditLabels {
+                            outcome: outcome.as_str(),
+                            rule: entry.record.rule.clone().unwrap_or_default(),
+                            namespace: entry.namespace.clone(),
+                        })
+                        .inc();
+                }
                 entry.emit();
             }
             m.duration.observe(started.elapsed().as_secs_f64());

@@ -692,6 +692,9 @@ async fn audit_mode_over_real_tls_warns_and_changes_nothing() {
         "gpu_slicer_admissions_total{outcome=\"would-deny\",action=\"deny\",rule=\"sandbox\"} 1",
         "gpu_slicer_patches_total 0",
         "gpu_slicer_denials_total 0",
+        // Per rule and namespace, for the rollout dashboard.
+        "gpu_slicer_audit_would_total{outcome=\"would-rewrite\",rule=\"ml\",namespace=\"ml-inference\"} 1",
+        "gpu_slicer_audit_would_total{outcome=\"would-deny\",rule=\"sandbox\",namespace=\"sandbox\"} 1",
     ] {
         assert!(metrics.contains(line), "{line} not in\n{metrics}");
     }
