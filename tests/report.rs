@@ -684,3 +684,18 @@ async fn from_cluster_reads_every_workload_kind_with_live_labels_and_nodepools()
         "{lists:?}"
     );
 }
+
+/// docs/deploying.md shows the report's output for the example workloads: it must be what the report
+/// prints.
+#[test]
+fn the_deploying_guide_shows_what_the_report_prints() {
+    let page = std::fs::read_to_string(repo("docs/deploying.md")).unwrap();
+    let command = "gpu-slicer policy report -f docs/examples/workloads --policy manifests/policy/policy.yaml --nodepools manifests/karpenter";
+    let after = &page[page.find(command).expect("the command is in the guide")..];
+    let start = after.find("```text\n").expect("its output follows") + 8;
+    let shown = &after[start..start + after[start..].find("```").unwrap()];
+    let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+    let out = gpu_slicer(&args, "");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(shown, text(&out.stdout));
+}

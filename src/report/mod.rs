@@ -383,10 +383,12 @@ pub fn table(report: &Report) -> String {
     }
     let mut out = String::new();
     for row in &rows {
+        let mut line = String::new();
         for (w, cell) in widths.iter().zip(row.iter()) {
-            let _ = write!(out, "{cell:<w$}  ");
+            let _ = write!(line, "{cell:<w$}  ");
         }
-        let _ = writeln!(out, "{}", row[6]);
+        line.push_str(&row[6]);
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     let _ = writeln!(out);
     let t = &report.totals;
