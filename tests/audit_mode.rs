@@ -320,3 +320,29 @@ fn policy_check_notes_the_rules_still_in_audit() {
     );
     assert!(report.errors.is_empty());
 }
+
+/// Namespace labels that cannot be read deny a GPU pod in enforce; in audit mode that too is only a
+/// warning: audit mode never denies.
+#[test]
+fn unreadable_namespace_labels_are_a_would_deny_in_audit() {
+    use gpu_slicer::admission::{Labels, parse};
+    let body = serde_json::to_vec(&review("ml-inference-embedder-0-create")).unwrap();
+    let pools = NodePoolIndex::default();
+    let answer = |policy: &Policy| {
+        let reviewed = parse(&body).unwrap().decide(
+            policy,
+            &pools,
+            Labels::Unknown("connection refused".into()),
+        );
+        let out: Value = serde_json::from_slice(&reviewed.body).unwrap();
+        (
+            reviewed.denied,
+            out["response"]["auditAnnotations"]["outcome"].clone(),
+        )
+    };
+    assert_eq!(answer(&contract_policy()), (true, Value::from("denied")));
+    assert_eq!(
+        answer(&contract_in("audit", None)),
+        (false, Value::from("would-deny"))
+    );
+}
