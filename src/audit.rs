@@ -38,6 +38,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The name in audit lines, `auditAnnotations` and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Rewritten => "rewritten",

@@ -73,12 +73,15 @@ impl Action {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
+    /// Rewrite, route and deny (the default).
     #[default]
     Enforce,
+    /// Decide as enforce, then allow the pod unchanged and say what enforce would do.
     Audit,
 }
 
 impl Mode {
+    /// The name as the policy file writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Enforce => "enforce",

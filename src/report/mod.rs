@@ -46,6 +46,7 @@ impl RowOutcome {
         RowOutcome::Passthrough,
     ];
 
+    /// The name tables and JSON use.
     pub fn as_str(self) -> &'static str {
         match self {
             RowOutcome::Rewrite => "rewrite",
@@ -99,12 +100,16 @@ impl Row {
     }
 }
 
-/// Totals for one rule.
+/// Workloads per outcome (for the whole report, or one rule).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Counts {
+    /// Workloads whose pods would be rewritten or routed.
     pub rewrite: u64,
+    /// Workloads whose pods would be denied.
     pub deny: u64,
+    /// Workloads a rule covers and leaves as they are.
     pub unchanged: u64,
+    /// Workloads the policy passes through.
     pub passthrough: u64,
 }
 
