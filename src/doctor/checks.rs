@@ -1654,6 +1654,34 @@ mod tests {
     }
 
     #[test]
+    fn an_overlay_selecting_on_a_nodepool_requirement_key_matches_nothing() {
+        let mut s = healthy();
+        let mut o = shipped_overlays();
+        // capacity-type is an instance-type label (may match); a key only in the NodePool's
+        // spec.requirements is not visible to overlays.
+        o[0].requirements.push(Requirement {
+            key: "example.com/team".into(),
+            operator: "In".into(),
+            values: vec!["ml".into()],
+        });
+        o[1].requirements.push(Requirement {
+            key: "karpenter.sh/capacity-type".into(),
+            operator: "In".into(),
+            values: vec!["on-demand".into()],
+        });
+        s.node_overlays = Read::Found(o);
+        let f = overlay_matches_nothing(&s);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(f[0].object, "NodeOverlay/gpu-slicer-gpu-mig-p4de.24xlarge");
+        assert!(
+            f[0].message
+                .contains("requirement key example.com/team is neither"),
+            "{}",
+            f[0].message
+        );
+    }
+
+    #[test]
     fn two_same_weight_overlays_on_one_pool_and_type_conflict() {
         let mut s = healthy();
         let mut o = shipped_overlays();
