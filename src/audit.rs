@@ -59,6 +59,10 @@ pub struct Record {
     pub rule: Option<String>,
     pub action: &'static str,
     pub changes: Vec<Change>,
+    /// The MIG profile whole-GPU requests were given, for `mig` rules (under the `single` strategy
+    /// the resource name alone does not say it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
     pub node_pool: Option<String>,
     pub outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -78,7 +82,15 @@ impl Record {
         let mut s = String::with_capacity(128);
         let _ = write!(s, "rule={} action={}", self.rule_name(), self.action);
         for c in &self.changes {
-            let _ = if c.from == c.to {
+            let _ = if c.from == c.to
+                && let Some(profile) = &self.profile
+            {
+                write!(
+                    s,
+                    "; {}: {} {} as MIG {profile}",
+                    c.container, c.from, c.quantity
+                )
+            } else if c.from == c.to {
                 write!(s, "; {}: {} {} kept", c.container, c.from, c.quantity)
             } else {
                 write!(
@@ -166,6 +178,7 @@ impl Entry {
             dry_run = self.dry_run,
             rule = r.rule_name(),
             action = r.action,
+            profile = r.profile.as_deref().unwrap_or(""),
             changes = %changes,
             node_pool = r.node_pool.as_deref().unwrap_or(""),
             outcome = r.outcome.as_str(),
@@ -190,6 +203,8 @@ impl Entry {
             dry_run: bool,
             rule: &'a str,
             action: &'a str,
+            #[serde(skip_serializing_if = "str::is_empty")]
+            profile: &'a str,
             changes: &'a [Change],
             node_pool: &'a str,
             outcome: &'static str,
@@ -216,6 +231,7 @@ impl Entry {
             dry_run: self.dry_run,
             rule: r.rule_name(),
             action: r.action,
+            profile: r.profile.as_deref().unwrap_or(""),
             changes: &r.changes,
             node_pool: r.node_pool.as_deref().unwrap_or(""),
             outcome: r.outcome.as_str(),
@@ -274,6 +290,7 @@ mod tests {
                 to: "nvidia.com/mig-1g.10gb".into(),
                 quantity: "1".into(),
             }],
+            profile: Some("1g.10gb".into()),
             node_pool: Some("gpu-mig".into()),
             outcome: Outcome::Rewritten,
             reason: None,
@@ -315,7 +332,7 @@ mod tests {
                 r#""uid":"a48821b6","namespace":"ml-inference","pod":"llm-server-84f7f4dd45-","#,
                 r#""owner":"ReplicaSet/llm-server-84f7f4dd45","#,
                 r#""user":"system:serviceaccount:kube-system:replicaset-controller","dry_run":false,"#,
-                r#""rule":"inference-mig","action":"mig","#,
+                r#""rule":"inference-mig","action":"mig","profile":"1g.10gb","#,
                 r#""changes":[{"container":"vllm","from":"nvidia.com/gpu","to":"nvidia.com/mig-1g.10gb","quantity":"1"}],"#,
                 r#""node_pool":"gpu-mig","outcome":"rewritten","reason":"","target":"gpu_slicer::audit"}"#,
                 "\n"

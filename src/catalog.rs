@@ -11,11 +11,20 @@
 //! - Instance types: Karpenter's instance-type reference (labels `karpenter.k8s.aws/instance-gpu-*`) and
 //!   its generated on-demand pricing for us-east-1 (generated 2026-07-20), as in
 //!   `../shared/reference/eks-gpu-instances.csv`.
+//! - vCPUs, memory and max pods per instance type: the same instance-type reference
+//!   (aws/karpenter-provider-aws `website/content/en/docs/reference/instance-types.md`, labels
+//!   `karpenter.k8s.aws/instance-cpu` and `karpenter.k8s.aws/instance-memory`, resource `pods` for the
+//!   AL2023 AMI family), as of [`SIZES_AS_OF`]; a test recomputes that page's allocatable `cpu` and
+//!   `memory` from them (`crate::plan::allocatable`).
 
 /// Date of the on-demand prices below (Karpenter's generated pricing table, us-east-1).
 pub const PRICES_AS_OF: &str = "2026-07-20";
 /// Region of the on-demand prices below.
 pub const PRICES_REGION: &str = "us-east-1";
+/// Where and when the vCPU, memory and max-pods figures below were read: Karpenter's generated
+/// instance-type reference (AL2023, ENI-limited pod density) at this commit of aws/karpenter-provider-aws.
+pub const SIZES_AS_OF: &str =
+    "instance-types.md at aws/karpenter-provider-aws 0c5e7d81, read 2026-12-04";
 
 /// One MIG profile of one GPU model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +192,13 @@ pub struct InstanceType {
     pub gpu_name_label: &'static str,
     /// On-demand $/hour in [`PRICES_REGION`] as of [`PRICES_AS_OF`]; `None` where Karpenter's table has none.
     pub usd_per_hour: Option<f64>,
+    /// vCPUs (`karpenter.k8s.aws/instance-cpu`).
+    pub vcpus: u32,
+    /// Memory, MiB (`karpenter.k8s.aws/instance-memory`, EC2's `MemoryInfo.SizeInMiB`).
+    pub memory_mib: u64,
+    /// Max pods with the VPC CNI's ENI-limited density (Karpenter's `pods` resource on AL2023); the
+    /// kubelet's kube-reserved memory grows with it.
+    pub max_pods: u32,
 }
 
 const fn it(
@@ -191,6 +207,7 @@ const fn it(
     gpu_name_label: &'static str,
     gpus: u32,
     usd_per_hour: Option<f64>,
+    (vcpus, memory_mib, max_pods): (u32, u64, u32),
 ) -> InstanceType {
     InstanceType {
         name,
@@ -198,49 +215,207 @@ const fn it(
         gpus,
         gpu_name_label,
         usd_per_hour,
+        vcpus,
+        memory_mib,
+        max_pods,
     }
 }
 
-/// EKS GPU instance types (Karpenter's instance-type reference and pricing table, us-east-1, 2026-07-20).
+/// EKS GPU instance types (Karpenter's instance-type reference and pricing table, us-east-1, 2026-07-20):
+/// name, GPU, GPU label, GPUs, $/hour, (vCPUs, memory MiB, max pods).
 pub const INSTANCE_TYPES: &[InstanceType] = &[
-    it("g4dn.xlarge", &T4, "t4", 1, Some(0.526)),
-    it("g4dn.2xlarge", &T4, "t4", 1, Some(0.752)),
-    it("g4dn.4xlarge", &T4, "t4", 1, Some(1.204)),
-    it("g4dn.8xlarge", &T4, "t4", 1, Some(2.176)),
-    it("g4dn.12xlarge", &T4, "t4", 4, Some(3.912)),
-    it("g4dn.16xlarge", &T4, "t4", 1, Some(4.352)),
-    it("g4dn.metal", &T4, "t4", 8, Some(7.824)),
-    it("g5.xlarge", &A10G, "a10g", 1, Some(1.006)),
-    it("g5.2xlarge", &A10G, "a10g", 1, Some(1.212)),
-    it("g5.4xlarge", &A10G, "a10g", 1, Some(1.624)),
-    it("g5.8xlarge", &A10G, "a10g", 1, Some(2.448)),
-    it("g5.12xlarge", &A10G, "a10g", 4, Some(5.672)),
-    it("g5.16xlarge", &A10G, "a10g", 1, Some(4.096)),
-    it("g5.24xlarge", &A10G, "a10g", 4, Some(8.144)),
-    it("g5.48xlarge", &A10G, "a10g", 8, Some(16.288)),
-    it("g6.xlarge", &L4, "l4", 1, Some(0.8048)),
-    it("g6.2xlarge", &L4, "l4", 1, Some(0.9776)),
-    it("g6.4xlarge", &L4, "l4", 1, Some(1.3232)),
-    it("g6.8xlarge", &L4, "l4", 1, Some(2.0144)),
-    it("g6.12xlarge", &L4, "l4", 4, Some(4.6016)),
-    it("g6.16xlarge", &L4, "l4", 1, Some(3.3968)),
-    it("g6.24xlarge", &L4, "l4", 4, Some(6.6752)),
-    it("g6.48xlarge", &L4, "l4", 8, Some(13.3504)),
-    it("g6e.xlarge", &L40S, "l40s", 1, Some(1.861)),
-    it("g6e.2xlarge", &L40S, "l40s", 1, Some(2.24208)),
-    it("g6e.4xlarge", &L40S, "l40s", 1, Some(3.00424)),
-    it("g6e.8xlarge", &L40S, "l40s", 1, Some(4.52856)),
-    it("g6e.12xlarge", &L40S, "l40s", 4, Some(10.49264)),
-    it("g6e.16xlarge", &L40S, "l40s", 1, Some(7.57719)),
-    it("g6e.24xlarge", &L40S, "l40s", 4, Some(15.06559)),
-    it("g6e.48xlarge", &L40S, "l40s", 8, Some(30.13118)),
-    it("p4d.24xlarge", &A100_40GB, "a100", 8, Some(21.957642)),
-    it("p4de.24xlarge", &A100_80GB, "a100", 8, Some(27.44705)),
-    it("p5.4xlarge", &H100_80GB, "h100", 1, Some(6.88)),
-    it("p5.48xlarge", &H100_80GB, "h100", 8, Some(55.04)),
-    it("p5e.48xlarge", &H200_141GB, "h200", 8, None),
-    it("p5en.48xlarge", &H200_141GB, "h200", 8, Some(63.296)),
-    it("p6-b200.48xlarge", &B200, "b200", 8, Some(113.9328)),
+    it("g4dn.xlarge", &T4, "t4", 1, Some(0.526), (4, 16384, 29)),
+    it("g4dn.2xlarge", &T4, "t4", 1, Some(0.752), (8, 32768, 29)),
+    it("g4dn.4xlarge", &T4, "t4", 1, Some(1.204), (16, 65536, 29)),
+    it("g4dn.8xlarge", &T4, "t4", 1, Some(2.176), (32, 131072, 58)),
+    it(
+        "g4dn.12xlarge",
+        &T4,
+        "t4",
+        4,
+        Some(3.912),
+        (48, 196608, 234),
+    ),
+    it("g4dn.16xlarge", &T4, "t4", 1, Some(4.352), (64, 262144, 58)),
+    it("g4dn.metal", &T4, "t4", 8, Some(7.824), (96, 393216, 737)),
+    it("g5.xlarge", &A10G, "a10g", 1, Some(1.006), (4, 16384, 58)),
+    it("g5.2xlarge", &A10G, "a10g", 1, Some(1.212), (8, 32768, 58)),
+    it(
+        "g5.4xlarge",
+        &A10G,
+        "a10g",
+        1,
+        Some(1.624),
+        (16, 65536, 234),
+    ),
+    it(
+        "g5.8xlarge",
+        &A10G,
+        "a10g",
+        1,
+        Some(2.448),
+        (32, 131072, 234),
+    ),
+    it(
+        "g5.12xlarge",
+        &A10G,
+        "a10g",
+        4,
+        Some(5.672),
+        (48, 196608, 737),
+    ),
+    it(
+        "g5.16xlarge",
+        &A10G,
+        "a10g",
+        1,
+        Some(4.096),
+        (64, 262144, 234),
+    ),
+    it(
+        "g5.24xlarge",
+        &A10G,
+        "a10g",
+        4,
+        Some(8.144),
+        (96, 393216, 737),
+    ),
+    it(
+        "g5.48xlarge",
+        &A10G,
+        "a10g",
+        8,
+        Some(16.288),
+        (192, 786432, 345),
+    ),
+    it("g6.xlarge", &L4, "l4", 1, Some(0.8048), (4, 16384, 58)),
+    it("g6.2xlarge", &L4, "l4", 1, Some(0.9776), (8, 32768, 58)),
+    it("g6.4xlarge", &L4, "l4", 1, Some(1.3232), (16, 65536, 234)),
+    it("g6.8xlarge", &L4, "l4", 1, Some(2.0144), (32, 131072, 234)),
+    it("g6.12xlarge", &L4, "l4", 4, Some(4.6016), (48, 196608, 234)),
+    it("g6.16xlarge", &L4, "l4", 1, Some(3.3968), (64, 262144, 737)),
+    it("g6.24xlarge", &L4, "l4", 4, Some(6.6752), (96, 393216, 737)),
+    it(
+        "g6.48xlarge",
+        &L4,
+        "l4",
+        8,
+        Some(13.3504),
+        (192, 786432, 737),
+    ),
+    it("g6e.xlarge", &L40S, "l40s", 1, Some(1.861), (4, 32768, 58)),
+    it(
+        "g6e.2xlarge",
+        &L40S,
+        "l40s",
+        1,
+        Some(2.24208),
+        (8, 65536, 58),
+    ),
+    it(
+        "g6e.4xlarge",
+        &L40S,
+        "l40s",
+        1,
+        Some(3.00424),
+        (16, 131072, 234),
+    ),
+    it(
+        "g6e.8xlarge",
+        &L40S,
+        "l40s",
+        1,
+        Some(4.52856),
+        (32, 262144, 234),
+    ),
+    it(
+        "g6e.12xlarge",
+        &L40S,
+        "l40s",
+        4,
+        Some(10.49264),
+        (48, 393216, 292),
+    ),
+    it(
+        "g6e.16xlarge",
+        &L40S,
+        "l40s",
+        1,
+        Some(7.57719),
+        (64, 524288, 737),
+    ),
+    it(
+        "g6e.24xlarge",
+        &L40S,
+        "l40s",
+        4,
+        Some(15.06559),
+        (96, 786432, 492),
+    ),
+    it(
+        "g6e.48xlarge",
+        &L40S,
+        "l40s",
+        8,
+        Some(30.13118),
+        (192, 1572864, 492),
+    ),
+    it(
+        "p4d.24xlarge",
+        &A100_40GB,
+        "a100",
+        8,
+        Some(21.957642),
+        (96, 1179648, 737),
+    ),
+    it(
+        "p4de.24xlarge",
+        &A100_80GB,
+        "a100",
+        8,
+        Some(27.44705),
+        (96, 1179648, 737),
+    ),
+    it(
+        "p5.4xlarge",
+        &H100_80GB,
+        "h100",
+        1,
+        Some(6.88),
+        (16, 262144, 118),
+    ),
+    it(
+        "p5.48xlarge",
+        &H100_80GB,
+        "h100",
+        8,
+        Some(55.04),
+        (192, 2097152, 100),
+    ),
+    it(
+        "p5e.48xlarge",
+        &H200_141GB,
+        "h200",
+        8,
+        None,
+        (192, 2097152, 100),
+    ),
+    it(
+        "p5en.48xlarge",
+        &H200_141GB,
+        "h200",
+        8,
+        Some(63.296),
+        (192, 2097152, 198),
+    ),
+    it(
+        "p6-b200.48xlarge",
+        &B200,
+        "b200",
+        8,
+        Some(113.9328),
+        (192, 2097152, 198),
+    ),
 ];
 
 /// Looks up an instance type by its EC2 name.

@@ -2,10 +2,15 @@
 //! those NodePools select? Every finding names the rule, the NodePool and the config involved.
 
 use crate::catalog::{self, InstanceType};
-use crate::gpu_operator::{GpuOperatorConfigs, MigLayout, SharingMode};
+use crate::dra;
+use crate::gpu_operator::{DeviceMigStrategy, GpuOperatorConfigs, MigLayout, SharingMode};
 use crate::karpenter::{self, DEVICE_PLUGIN_CONFIG_LABEL, MIG_CONFIG_LABEL};
 use crate::nodepool::{INSTANCE_TYPE_LABEL, NodePool, NodePoolIndex};
-use crate::policy::{Action, Policy, Rule};
+use crate::policy::{Action, Backend, MigStrategy, Policy, Rule, mig_resource};
+
+/// The GPU Operator's per-node switch for its device plugin: a DRA pool's template sets it to
+/// `"false"`, so the device plugin and the DRA driver never both manage the node's GPUs.
+pub const DEPLOY_DEVICE_PLUGIN_LABEL: &str = "nvidia.com/gpu.deploy.device-plugin";
 
 /// What `policy check` found.
 #[derive(Debug, Default)]
@@ -32,6 +37,26 @@ fn karpenter_knows(key: &str) -> bool {
         )
 }
 
+/// The NodePool a rule names, and how findings name it (`NodePool x (file)`); a missing one is reported.
+fn find_pool<'p>(
+    pools: &'p NodePoolIndex,
+    name: &str,
+    at: &str,
+    report: &mut Report,
+) -> Option<(&'p NodePool, String)> {
+    let Some(pool) = pools.get(name) else {
+        report.errors.push(format!(
+            "{at}: nodePool {name:?} is not a NodePool in the NodePools given"
+        ));
+        return None;
+    };
+    let shown = match &pool.source {
+        Some(src) => format!("NodePool {name} ({src})"),
+        None => format!("NodePool {name}"),
+    };
+    Some((pool, shown))
+}
+
 /// Checks a policy against NodePools (when given) and GPU Operator configs (defaults when not given).
 pub fn check(
     policy: &Policy,
@@ -39,7 +64,19 @@ pub fn check(
     pools: Option<&NodePoolIndex>,
     ops: Option<&GpuOperatorConfigs>,
 ) -> Report {
+    check_with_device_classes(policy, origin, pools, ops, None)
+}
+
+/// [`check`], and the DeviceClasses `dra` rules' templates use against the names in `classes`.
+pub fn check_with_device_classes(
+    policy: &Policy,
+    origin: &str,
+    pools: Option<&NodePoolIndex>,
+    ops: Option<&GpuOperatorConfigs>,
+    classes: Option<&std::collections::BTreeSet<String>>,
+) -> Report {
     let mut report = Report::default();
+    check_dra_rules(policy, origin, pools, classes, &mut report);
     let Some(pools) = pools else {
         report
             .notes
@@ -60,16 +97,12 @@ pub fn check(
         let Some(name) = rule.node_pool.as_deref() else {
             continue;
         };
+        if rule.backend == Backend::Dra {
+            continue; // check_dra_rules
+        }
         let at = format!("{origin}: spec.rules[{i}] ({})", rule.name);
-        let Some(pool) = pools.get(name) else {
-            report.errors.push(format!(
-                "{at}: nodePool {name:?} is not a NodePool in the NodePools given"
-            ));
+        let Some((pool, pool_at)) = find_pool(pools, name, &at, &mut report) else {
             continue;
-        };
-        let pool_at = match &pool.source {
-            Some(src) => format!("NodePool {name} ({src})"),
-            None => format!("NodePool {name}"),
         };
         let mut err = |msg: String| report.errors.push(format!("{at}: {pool_at}: {msg}"));
         for (k, v) in &rule.node_selector {
@@ -199,16 +232,7 @@ fn check_instance(
                     }
                 }
             }
-            if let Some(strategy) = plugin
-                .and_then(|c| c.flags.as_ref())
-                .and_then(|f| f.mig_strategy.as_deref())
-                && strategy != "mixed"
-            {
-                err(format!(
-                    "device plugin config {} has migStrategy {strategy}: MIG devices are advertised as nvidia.com/mig-<profile> only with mixed",
-                    plugin_name.map_or("", |s| s.as_str())
-                ));
-            }
+            check_mig_naming(rule, pool, it, ops, err);
         }
         Action::Timeslice | Action::Mps => {
             let want = if rule.action == Action::Mps {
@@ -283,5 +307,228 @@ fn check_instance(
             }
         }
         Action::Deny | Action::Passthrough => {}
+    }
+}
+
+/// A `mig` rule against how its nodes' device plugin names the slices: the MIG strategy (the rule's
+/// `mig.strategy` against the operator's or the config's), a uniform layout under `single`, and the
+/// time-slicing of the slices (`mig.timeSlicing` against the config's `sharing.timeSlicing`). Then,
+/// whatever the cause, every resource the rule renames to must be one the nodes advertise.
+fn check_mig_naming(
+    rule: &Rule,
+    pool: &NodePool,
+    it: &InstanceType,
+    ops: &GpuOperatorConfigs,
+    err: &mut impl FnMut(String),
+) {
+    let config = pool.template_labels.get(MIG_CONFIG_LABEL);
+    let Some(MigLayout::Enabled(devices)) =
+        config.and_then(|c| ops.mig.layout(c, it.gpu)).flatten()
+    else {
+        return; // reported by the caller
+    };
+    let config = config.map_or("", |s| s.as_str());
+    let plugin_name = pool
+        .template_labels
+        .get(DEVICE_PLUGIN_CONFIG_LABEL)
+        .map(String::as_str);
+    let wanted = match rule.mig_strategy {
+        MigStrategy::Mixed => DeviceMigStrategy::Mixed,
+        MigStrategy::Single => DeviceMigStrategy::Single,
+    };
+    let found = std::cell::Cell::new(0);
+    let mut fail = |msg: String| {
+        found.set(found.get() + 1);
+        err(msg)
+    };
+    if let Some(effective) = ops.mig_strategy(plugin_name)
+        && effective.strategy != wanted
+    {
+        fail(format!(
+            "rule has mig.strategy {} but the device plugin of these nodes runs MIG strategy {} ({})",
+            rule.mig_strategy.as_str(),
+            effective.strategy.as_str(),
+            effective.source
+        ));
+        return;
+    }
+    if rule.mig_strategy == MigStrategy::Single && devices.len() != 1 {
+        let makes: Vec<String> = devices.iter().map(|(p, n)| format!("{p} x{n}")).collect();
+        fail(format!(
+            "MIG config {config} makes {} per {} GPU ({}): under strategy single a node's MIG devices must all be one profile (an all-<profile> config; all-balanced is not valid)",
+            makes.join(", "),
+            it.gpu.name,
+            it.name
+        ));
+    }
+    // The profiles this node makes that the rule may hand out.
+    let profiles: Vec<&String> = rule
+        .allowed_profiles
+        .iter()
+        .filter(|p| devices.contains_key(*p))
+        .collect();
+    let plugin = plugin_name
+        .and_then(|n| ops.device_plugin.get(n))
+        .map(|(c, _)| c);
+    let time_sliced = plugin
+        .and_then(|c| c.sharing())
+        .filter(|(mode, _)| *mode == SharingMode::TimeSlicing)
+        .map(|(_, shared)| shared);
+    let plugin_text = plugin_name.unwrap_or("(none)");
+    for p in &profiles {
+        let base = mig_resource(rule.mig_strategy, None, p);
+        let entry =
+            time_sliced.and_then(|s| s.resources.iter().find(|r| r.name == base).map(|r| (s, r)));
+        match (rule.mig_time_slicing, entry) {
+            (Some(_), None) if !ops.device_plugin.is_empty() => fail(format!(
+                "rule sets mig.timeSlicing but device plugin config {plugin_text} does not time-slice {base} (add it to sharing.timeSlicing.resources, or drop mig.timeSlicing)"
+            )),
+            (Some(ts), Some((shared, r))) => {
+                let advertised = shared.advertised_name(r);
+                let expected = rule.mig_resource(p);
+                if advertised != expected {
+                    fail(format!(
+                        "device plugin config {plugin_text} advertises {base} time-sliced as {advertised}, but the rule (mig.timeSlicing.renameByDefault: {}) expects {expected}: make the rule's renameByDefault match the config's ({})",
+                        ts.rename_by_default, shared.rename_by_default
+                    ));
+                }
+            }
+            (None, Some((shared, r))) => fail(format!(
+                "device plugin config {plugin_text} time-slices {base} ({} replicas, advertised as {}): add mig.timeSlicing {{renameByDefault: {}}} to the rule",
+                r.replicas,
+                shared.advertised_name(r),
+                shared.rename_by_default
+            )),
+            _ => {}
+        }
+    }
+    if found.get() > 0 {
+        return;
+    }
+    // Whatever the cause, the rule must not rename pods to a resource these nodes never advertise.
+    let Ok(res) = karpenter::node_resources_assuming(pool, it, ops, wanted) else {
+        return; // reported by the caller or `karpenter overlays`
+    };
+    for p in profiles {
+        let name = rule.mig_resource(p);
+        if res.get(&name).copied().unwrap_or(0) == 0 {
+            let advertised: Vec<String> = res
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| format!("{k} x{n}"))
+                .collect();
+            fail(format!(
+                "the rule gives {p} slices as {name}, but nodes of {} advertise {}",
+                it.name,
+                advertised.join(", ")
+            ));
+        }
+    }
+}
+
+/// `backend: dra` rules: the action is one per-pod claims can serve, the device classes their templates
+/// name exist (given `--device-classes`), and their NodePools leave the GPUs to the DRA driver: the GPU
+/// Operator's device plugin is switched off there and no device-plugin rule routes to the same pool.
+fn check_dra_rules(
+    policy: &Policy,
+    origin: &str,
+    pools: Option<&NodePoolIndex>,
+    classes: Option<&std::collections::BTreeSet<String>>,
+    report: &mut Report,
+) {
+    let dra_rules: Vec<(usize, &Rule)> = policy
+        .rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.backend == Backend::Dra)
+        .collect();
+    if dra_rules.is_empty() {
+        return;
+    }
+    if classes.is_none() {
+        report
+            .notes
+            .push("device classes not checked: give --device-classes DIR".into());
+    }
+    for (i, rule) in dra_rules {
+        let at = format!("{origin}: spec.rules[{i}] ({})", rule.name);
+        if let Some(why) = dra::unsupported(rule) {
+            report.errors.push(format!("{at}: {why}"));
+            continue;
+        }
+        match rule.action {
+            Action::Mig => report.notes.push(format!(
+                "{at}: Karpenter 1.15 has no metadata for MIG devices, so it cannot launch nodes for MIG claims: keep capacity in the rule's NodePool (static or pre-created nodes)"
+            )),
+            Action::Timeslice => report.notes.push(format!(
+                "{at}: shared GPUs need the NVIDIA DRA driver's ConsumableShares feature gate and consumableShares: N, and for Karpenter the same N in the EC2NodeClass annotation karpenter.k8s.aws/nvidia-consumable-capacity"
+            )),
+            _ => {}
+        }
+        if let Some(classes) = classes {
+            let mut wanted: Vec<&str> = dra::templates(rule)
+                .iter()
+                .map(|t| t.device_class)
+                .collect();
+            wanted.dedup();
+            for class in wanted {
+                if !classes.contains(class) {
+                    report.errors.push(format!(
+                        "{at}: DeviceClass {class} is not among the DeviceClasses given: install the NVIDIA DRA driver (it creates {} and {})",
+                        dra::GPU_CLASS,
+                        dra::MIG_CLASS
+                    ));
+                }
+            }
+        }
+        let (Some(name), Some(pools)) = (rule.node_pool.as_deref(), pools) else {
+            continue;
+        };
+        let Some((pool, pool_at)) = find_pool(pools, name, &at, report) else {
+            continue;
+        };
+        if pool
+            .template_labels
+            .get(DEPLOY_DEVICE_PLUGIN_LABEL)
+            .map(String::as_str)
+            != Some("false")
+        {
+            report.errors.push(format!(
+                "{at}: {pool_at}: set the template label {DEPLOY_DEVICE_PLUGIN_LABEL}: \"false\": otherwise the GPU Operator's device plugin and the DRA driver both manage the nodes' GPUs"
+            ));
+        }
+        if let Some(plugin) = pool.template_labels.get(DEVICE_PLUGIN_CONFIG_LABEL) {
+            report.errors.push(format!(
+                "{at}: {pool_at}: {DEVICE_PLUGIN_CONFIG_LABEL}={plugin} configures a device plugin on a DRA pool; remove it"
+            ));
+        }
+        for (j, other) in policy.rules.iter().enumerate() {
+            if other.backend == Backend::DevicePlugin && other.node_pool.as_deref() == Some(name) {
+                report.errors.push(format!(
+                    "{at}: {pool_at} is also the pool of device-plugin rule spec.rules[{j}] ({}): a pool's GPUs are the device plugin's or the DRA driver's, not both",
+                    other.name
+                ));
+            }
+        }
+        if let Some(types) = pool.instance_types() {
+            for t in types {
+                let Some(it) = catalog::instance_type(t) else {
+                    report.errors.push(format!(
+                        "{at}: {pool_at}: instance type {t} is not a GPU instance type gpu-slicer knows"
+                    ));
+                    continue;
+                };
+                if rule.action == Action::Mig {
+                    for p in &rule.allowed_profiles {
+                        if it.gpu.mig_profile(p).is_none() {
+                            report.errors.push(format!(
+                                "{at}: {pool_at}: MIG profile {p} does not exist on {} ({})",
+                                it.gpu.name, it.name
+                            ));
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -52,6 +52,9 @@ pub enum Command {
     Karpenter(KarpenterCommand),
     /// Plan what slicing saves for an inventory of GPU workloads, and the configs that get there.
     Plan(PlanArgs),
+    /// Dynamic Resource Allocation: the objects the `dra` backend needs.
+    #[command(subcommand)]
+    Dra(DraCommand),
     /// Write a CA and a serving certificate for the webhook Service.
     Certs(CertsArgs),
     /// Read a live cluster (read-only) and report what keeps sliced GPU pods from running.
@@ -130,12 +133,46 @@ pub struct PlanArgs {
     /// Override the inventory's contextOverhead (a quantity, e.g. 512Mi).
     #[arg(long)]
     pub context_overhead: Option<String>,
+    /// Override the inventory's spec.nodeReserve.cpu: vCPU the DaemonSets take on every GPU node
+    /// (default 500m).
+    #[arg(long)]
+    pub node_reserve_cpu: Option<String>,
+    /// Override the inventory's spec.nodeReserve.memory: memory the DaemonSets take on every GPU node
+    /// (default 1Gi).
+    #[arg(long)]
+    pub node_reserve_memory: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum KarpenterCommand {
     /// Print the NodeOverlays that let Karpenter launch nodes for the slices the policy asks for.
     Overlays(OverlaysArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DraCommand {
+    /// Print the ResourceClaimTemplates a namespace's `backend: dra` rule can reference.
+    Templates(DraTemplatesArgs),
+    /// Print DeviceClasses that map the MIG resources the policy renames to onto the NVIDIA DRA
+    /// driver's devices (Kubernetes 1.36 extendedResourceName), so rewritten pods keep that form.
+    DeviceClasses(DraClassesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DraTemplatesArgs {
+    #[arg(long)]
+    pub policy: PathBuf,
+    #[arg(long)]
+    pub namespace: String,
+    /// Namespace labels (key=value), for rules with a namespaceSelector.
+    #[arg(long = "namespace-label", value_parser = parse_label)]
+    pub namespace_labels: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct DraClassesArgs {
+    #[arg(long)]
+    pub policy: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -225,6 +262,31 @@ pub struct CheckArgs {
     /// Directory of GPU Operator ConfigMaps (mig-parted and device plugin configs, recognised by content).
     #[arg(long)]
     pub gpu_operator: Option<PathBuf>,
+    /// Directory of DeviceClass YAML (e.g. `kubectl get deviceclasses -o yaml`), to check the classes
+    /// `backend: dra` rules use.
+    #[arg(long)]
+    pub device_classes: Option<PathBuf>,
+}
+
+/// The names of the DeviceClasses in the YAML files of `dir` (List objects included).
+fn device_class_names(dir: &Path) -> Result<std::collections::BTreeSet<String>, String> {
+    let docs = crate::yaml::documents_in_dir(dir)
+        .map_err(|(path, message)| format!("{path}: {message}"))?;
+    let mut names = std::collections::BTreeSet::new();
+    for (_, doc) in docs {
+        let items = match doc.get("items").and_then(|i| i.as_array()) {
+            Some(items) => items.clone(),
+            None => vec![doc],
+        };
+        for item in items {
+            if item.get("kind").and_then(|k| k.as_str()) == Some("DeviceClass")
+                && let Some(name) = item.pointer("/metadata/name").and_then(|n| n.as_str())
+            {
+                names.insert(name.to_string());
+            }
+        }
+    }
+    Ok(names)
 }
 
 #[derive(Debug, Args)]
@@ -254,6 +316,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Policy(PolicyCommand::Check(args)) => policy_check(args),
         Command::Karpenter(KarpenterCommand::Overlays(args)) => overlays(args),
         Command::Plan(args) => plan_command(args),
+        Command::Dra(DraCommand::Templates(args)) => dra_templates(args),
+        Command::Dra(DraCommand::DeviceClasses(args)) => dra_device_classes(args),
         Command::Certs(args) => certs(args),
         Command::Doctor(args) => doctor(args),
     }
@@ -385,6 +449,7 @@ async fn serve_async(args: ServeArgs) -> Result<(), String> {
         PolicyReloader::new(path.clone(), policy_bytes, app.clone()).spawn(every);
     }
     if let Some(client) = cluster_client(&args).await? {
+        crate::dra_sync::spawn_when_needed(client.clone(), app.clone(), every);
         let cluster = Cluster::start(
             client,
             app.pools.clone(),
@@ -562,16 +627,27 @@ fn policy_check(args: CheckArgs) -> ExitCode {
                 .map(|d| NodePoolIndex::from_dir(d).map_err(|e| e.to_string()))
                 .transpose()?;
             let ops = load_gpu_operator(args.gpu_operator.as_deref())?;
-            Ok((policy, pools, ops))
+            let classes = args
+                .device_classes
+                .as_deref()
+                .map(device_class_names)
+                .transpose()?;
+            Ok((policy, pools, ops, classes))
         });
-    let (policy, pools, ops) = match loaded {
+    let (policy, pools, ops, classes) = match loaded {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    let report = check::check(&policy, &origin, pools.as_ref(), ops.as_ref());
+    let report = check::check_with_device_classes(
+        &policy,
+        &origin,
+        pools.as_ref(),
+        ops.as_ref(),
+        classes.as_ref(),
+    );
     for note in &report.notes {
         println!("note: {note}");
     }
@@ -604,6 +680,10 @@ fn overlays(args: OverlaysArgs) -> ExitCode {
         }
         karpenter::overlays_yaml(&overlays, &command)
     })();
+    print_yaml_or_fail(result)
+}
+
+fn print_yaml_or_fail(result: Result<String, String>) -> ExitCode {
     match result {
         Ok(yaml) => {
             print!("{yaml}");
@@ -614,6 +694,71 @@ fn overlays(args: OverlaysArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Objects as one multi-document YAML file, after a comment header.
+fn yaml_stream(header: &str, objects: &[serde_json::Value]) -> Result<String, String> {
+    let mut out = header.to_string();
+    for o in objects {
+        out.push_str("---\n");
+        out.push_str(&serde_norway::to_string(o).map_err(|e| e.to_string())?);
+    }
+    Ok(out)
+}
+
+fn dra_templates(args: DraTemplatesArgs) -> ExitCode {
+    print_yaml_or_fail((|| {
+        let policy = Policy::load(&args.policy).map_err(|e| e.to_string())?;
+        let mut labels = admission::name_label(&args.namespace);
+        labels.extend(args.namespace_labels.iter().cloned());
+        let Some(rule) = policy.rule_for(&args.namespace, &labels) else {
+            return Err(format!(
+                "no rule of {} covers namespace {:?}: it needs no templates",
+                args.policy.display(),
+                args.namespace
+            ));
+        };
+        if let Some(why) = crate::dra::unsupported(rule) {
+            return Err(why);
+        }
+        let objects = crate::dra::template_objects(rule, &args.namespace);
+        if objects.is_empty() {
+            return Err(format!(
+                "rule {} (action {}, backend {}) for namespace {:?} references no ResourceClaimTemplates",
+                rule.name,
+                rule.action.as_str(),
+                rule.backend.as_str(),
+                args.namespace
+            ));
+        }
+        yaml_stream(
+            &format!(
+                "# ResourceClaimTemplates for namespace {} (rule {}); generated by gpu-slicer dra templates.\n",
+                args.namespace, rule.name
+            ),
+            &objects,
+        )
+    })())
+}
+
+fn dra_device_classes(args: DraClassesArgs) -> ExitCode {
+    print_yaml_or_fail((|| {
+        let policy = Policy::load(&args.policy).map_err(|e| e.to_string())?;
+        let (classes, skipped) = crate::dra::device_classes(&policy);
+        for s in &skipped {
+            eprintln!("note: not mapped: {s}");
+        }
+        if classes.is_empty() {
+            return Err(format!(
+                "{}: no MIG resource to map (DeviceClasses map the MIG resources devicePlugin rules rename to)",
+                args.policy.display()
+            ));
+        }
+        yaml_stream(
+            "# DeviceClasses (Kubernetes 1.36, DRAExtendedResource) mapping the policy's MIG resources onto the NVIDIA DRA driver; generated by gpu-slicer dra device-classes.\n",
+            &classes,
+        )
+    })())
 }
 
 fn plan_command(args: PlanArgs) -> ExitCode {
@@ -631,7 +776,18 @@ fn plan_command(args: PlanArgs) -> ExitCode {
             inventory.context_overhead = crate::quantity::parse(q)
                 .ok_or_else(|| format!("--context-overhead {q:?} is not a quantity"))?;
         }
+        if let Some(q) = &args.node_reserve_cpu {
+            inventory.node_reserve.cpu_millis = plan::parse_cpu(q)
+                .ok_or_else(|| format!("--node-reserve-cpu {q:?} is not a CPU quantity"))?;
+        }
+        if let Some(q) = &args.node_reserve_memory {
+            inventory.node_reserve.memory = crate::quantity::parse(q)
+                .ok_or_else(|| format!("--node-reserve-memory {q:?} is not a quantity"))?;
+        }
         let plan = plan::plan(&inventory).map_err(|e| e.join("\n"))?;
+        for w in &plan.warnings {
+            eprintln!("warning: {w}");
+        }
         match args.output {
             PlanOutput::Table => print!("{}", plan::table(&plan)),
             PlanOutput::Json => println!(
@@ -690,6 +846,7 @@ fn inventory_from_cluster(kubeconfig: Option<&Path>) -> Result<plan::Inventory, 
     Ok(plan::Inventory {
         max_shared_replicas: plan::DEFAULT_MAX_SHARED_REPLICAS,
         context_overhead: plan::DEFAULT_CONTEXT_OVERHEAD,
+        node_reserve: plan::allocatable::NodeReserve::default(),
         workloads,
     })
 }

@@ -16,9 +16,12 @@ use serde_json::Value;
 
 use crate::audit::{self, Change, Outcome, Record};
 use crate::catalog;
+use crate::dra;
 use crate::nodepool::{NODEPOOL_LABEL, NodePool, NodePoolIndex};
 use crate::pod::{Pod, Section, Toleration};
-use crate::policy::{Action, DefaultAction, MIG_PREFIX, Policy, Rule, WHOLE_GPU};
+use crate::policy::{
+    Action, Backend, DefaultAction, MIG_PREFIX, MigStrategy, Policy, Rule, WHOLE_GPU,
+};
 use crate::quantity;
 
 /// Developer annotation: ask for a specific MIG profile.
@@ -70,7 +73,7 @@ impl Decision {
 enum Kind<'p> {
     /// `nvidia.com/gpu`.
     Whole,
-    /// `nvidia.com/mig-<profile>`.
+    /// `nvidia.com/mig-<profile>`, or `nvidia.com/mig-<profile>.shared` (time-sliced slices).
     Mig(&'p str),
     /// A time-slicing / MPS replica resource a rule names.
     Shared(&'p str),
@@ -111,7 +114,9 @@ fn classify<'p>(key: &'p str, policy: &Policy) -> Option<Kind<'p>> {
     if key == WHOLE_GPU {
         Some(Kind::Whole)
     } else if let Some(profile) = key.strip_prefix(MIG_PREFIX) {
-        Some(Kind::Mig(profile))
+        Some(Kind::Mig(
+            profile.strip_suffix(".shared").unwrap_or(profile),
+        ))
     } else if policy.shared_resources.contains(key) || key.starts_with("nvidia.com/gpu.") {
         Some(Kind::Shared(key))
     } else {
@@ -170,16 +175,25 @@ fn scan<'p>(pod: &'p Pod, policy: &Policy) -> Vec<GpuUse<'p>> {
     uses
 }
 
+/// The pod's claims made from gpu-slicer's ResourceClaimTemplates (our own output, or a pod that
+/// names such a template itself): GPU asks too, enforced against the rule.
+fn slicer_claims(pod: &Pod) -> impl Iterator<Item = (&str, &str)> {
+    pod.spec.resource_claims.iter().flatten().filter_map(|c| {
+        let t = c.resource_claim_template_name.as_deref()?;
+        t.starts_with(dra::PREFIX).then_some((c.name.as_str(), t))
+    })
+}
+
 /// Whether the pod asks for any GPU resource (only such pods are decided on, audited, or need facts
 /// such as namespace labels).
 pub fn asks_for_gpu(pod: &Pod, policy: &Policy) -> bool {
-    !scan(pod, policy).is_empty()
+    !scan(pod, policy).is_empty() || slicer_claims(pod).next().is_some()
 }
 
 /// Decides what to do with a pod being created.
 pub fn decide(pod: &Pod, ns: Namespace<'_>, policy: &Policy, pools: &NodePoolIndex) -> Decision {
     let uses = scan(pod, policy);
-    if uses.is_empty() {
+    if uses.is_empty() && slicer_claims(pod).next().is_none() {
         // Not a GPU pod: no rule applies, not even deny (a deny rule bans GPUs, not pods).
         return Decision::untouched();
     }
@@ -191,6 +205,7 @@ pub fn decide(pod: &Pod, ns: Namespace<'_>, policy: &Policy, pools: &NodePoolInd
                 DefaultAction::Deny => "deny",
             },
             changes: Vec::new(),
+            profile: None,
             node_pool: None,
             outcome,
             reason,
@@ -226,6 +241,7 @@ pub fn refuse(message: String, rule: Option<&Rule>) -> Decision {
         rule: rule.map(|r| r.name.clone()),
         action: rule.map_or("unknown", |r| r.action.as_str()),
         changes: Vec::new(),
+        profile: None,
         node_pool: None,
         outcome: Outcome::Denied,
         reason: None,
@@ -260,6 +276,7 @@ impl Planner<'_> {
             rule: Some(self.rule.name.clone()),
             action: self.rule.action.as_str(),
             changes: Vec::new(),
+            profile: None,
             node_pool: None,
             outcome,
             reason: None,
@@ -299,6 +316,13 @@ impl Planner<'_> {
             Action::Mig | Action::Timeslice | Action::Mps | Action::Exclusive => {}
         }
 
+        if let Some(msg) = dra::unsupported(rule) {
+            return self.deny(msg);
+        }
+        if let Err(msg) = self.check_slicer_claims() {
+            return self.deny(msg);
+        }
+
         let opt_out = self.pod.annotation(EXCLUSIVE_ANNOTATION) == Some("true");
         if opt_out && rule.action != Action::Exclusive {
             if rule.allow_opt_out {
@@ -327,7 +351,8 @@ impl Planner<'_> {
             ));
         }
 
-        // The resource whole-GPU requests become.
+        // The resource whole-GPU requests become, and the MIG profile that is.
+        let mut profile = None;
         let target: String = match rule.action {
             Action::Mig => {
                 if !self.uses.iter().any(|u| u.kind == Kind::Whole) {
@@ -335,7 +360,11 @@ impl Planner<'_> {
                     String::new()
                 } else {
                     match self.choose_profile() {
-                        Ok(profile) => format!("{MIG_PREFIX}{profile}"),
+                        Ok(chosen) => {
+                            let resource = rule.mig_resource(&chosen);
+                            profile = Some(chosen);
+                            resource
+                        }
                         Err(msg) => return self.deny(msg),
                     }
                 }
@@ -356,8 +385,13 @@ impl Planner<'_> {
 
         let mut patch = Vec::new();
         let mut changes = Vec::new();
+        if rule.backend == Backend::Dra
+            && let Err(msg) = self.claim(profile.as_deref(), &mut patch, &mut changes)
+        {
+            return self.deny(msg);
+        }
         for u in &self.uses {
-            if u.kind != Kind::Whole {
+            if u.kind != Kind::Whole || rule.backend == Backend::Dra {
                 continue;
             }
             changes.push(Change {
@@ -396,11 +430,19 @@ impl Planner<'_> {
         };
         let mut record = self.record(outcome);
         record.changes = changes;
+        record.profile = profile;
         record.node_pool = rule.node_pool.clone();
         // Nothing to change (e.g. our own output, reinvoked): say nothing new.
         if !patch.is_empty() {
             for c in &record.changes {
-                self.warn(ChangeLine(c, rule));
+                self.warn(ChangeLine(c, rule, record.profile.as_deref()));
+            }
+            if let (Some(_), Some(profile)) = (rule.mig_time_slicing, record.profile.as_deref()) {
+                let memory = profile_memory_mib(rule, self.pools, profile).unwrap_or(0);
+                self.warn(format_args!(
+                    "{profile} slices are time-sliced: pods share a slice's {:.1} GiB of GPU memory, with no isolation",
+                    memory as f64 / 1024.0
+                ));
             }
             if let Some(pool) = &rule.node_pool {
                 self.warn(format_args!("routed to Karpenter NodePool {pool}"));
@@ -450,6 +492,28 @@ impl Planner<'_> {
         let memory = |profile: &str| {
             profile_memory_mib(rule, self.pools, profile).map(|m| u128::from(m) << 20)
         };
+        if rule.mig_strategy == MigStrategy::Single {
+            let profile = rule.mig_profile.clone().unwrap_or_default();
+            if let Some(asked) = self.pod.annotation(PROFILE_ANNOTATION)
+                && asked != profile
+            {
+                return Err(format!(
+                    "{PROFILE_ANNOTATION} {asked:?}: the GPUs of namespace {:?} are {profile} MIG slices, one profile per node (rule {}, MIG strategy single); remove the annotation",
+                    self.ns.name, rule.name
+                ));
+            }
+            if let Some((text, bytes)) = memory_ask
+                && memory(&profile).is_some_and(|m| m < bytes)
+            {
+                return Err(format!(
+                    "{GPU_MEMORY_ANNOTATION} {text:?} is more than a {profile} slice holds, the only profile of namespace {:?} (rule {}, MIG strategy single){}",
+                    self.ns.name,
+                    rule.name,
+                    smallest_holding(rule, self.pools, bytes)
+                ));
+            }
+            return Ok(profile);
+        }
         if let Some(profile) = self.pod.annotation(PROFILE_ANNOTATION) {
             if !rule.allowed_profiles.iter().any(|p| p == profile) {
                 return Err(format!(
@@ -477,8 +541,10 @@ impl Planner<'_> {
             return match fitting.first() {
                 Some((_, p)) => Ok((*p).clone()),
                 None => Err(format!(
-                    "no MIG profile allowed in namespace {:?} holds {GPU_MEMORY_ANNOTATION} {text:?} (rule {} allows {allowed})",
-                    self.ns.name, rule.name
+                    "no MIG profile allowed in namespace {:?} holds {GPU_MEMORY_ANNOTATION} {text:?} (rule {} allows {allowed}){}",
+                    self.ns.name,
+                    rule.name,
+                    smallest_holding(rule, self.pools, bytes)
                 )),
             };
         }
@@ -500,7 +566,13 @@ impl Planner<'_> {
             };
             let offered = match (u.kind, rule.action) {
                 (Kind::Whole, _) => true,
-                (Kind::Mig(p), Action::Mig) => rule.allowed_profiles.iter().any(|a| a == p),
+                // DRA: GPUs come as claims only; no device plugin advertises other names.
+                _ if rule.backend == Backend::Dra => false,
+                // As the rule's nodes advertise them (strategy, time-slicing rename).
+                (_, Action::Mig) => rule
+                    .allowed_profiles
+                    .iter()
+                    .any(|p| rule.mig_resource(p) == u.key),
                 (Kind::Shared(name), Action::Timeslice | Action::Mps) => {
                     rule.shared_resource.as_deref() == Some(name)
                 }
@@ -508,7 +580,8 @@ impl Planner<'_> {
             };
             if !offered {
                 let gives = match rule.action {
-                    Action::Mig => format!("MIG slices {}", rule.allowed_profiles.join(", ")),
+                    _ if rule.backend == Backend::Dra => dra_offer(rule),
+                    Action::Mig => mig_offer(rule),
                     Action::Exclusive => "whole GPUs (nvidia.com/gpu)".to_string(),
                     _ => format!("{} replicas", rule.shared_resource.as_deref().unwrap_or("")),
                 };
@@ -521,6 +594,14 @@ impl Planner<'_> {
                 && count > max
             {
                 let hint = match rule.action {
+                    Action::Mig if rule.mig_time_slicing.is_some() => {
+                        " (time-sliced slices: the device plugin rejects more than one per container)"
+                            .into()
+                    }
+                    Action::Mig if rule.mig_strategy == MigStrategy::Single => format!(
+                        " (its GPUs are {} MIG slices; a CUDA process uses only one)",
+                        rule.mig_profile.as_deref().unwrap_or("")
+                    ),
                     Action::Mig => format!(
                         " (ask for a bigger slice with the {PROFILE_ANNOTATION} annotation)"
                     ),
@@ -554,10 +635,7 @@ impl Planner<'_> {
                     ));
                 }
             }
-            if count > 1
-                && (matches!(u.kind, Kind::Mig(_))
-                    || (u.kind == Kind::Whole && rule.action == Action::Mig))
-            {
+            if count > 1 && rule.action == Action::Mig {
                 multi_mig.push(u.container);
             }
         }
@@ -565,6 +643,132 @@ impl Planner<'_> {
             self.warn(format_args!(
                 "container {c:?} gets several MIG devices; a CUDA process uses only one of them"
             ));
+        }
+        Ok(())
+    }
+
+    /// Claims the pod already makes from gpu-slicer's templates must be ones its rule offers.
+    fn check_slicer_claims(&self) -> Result<(), String> {
+        let rule = self.rule;
+        for (_, template) in slicer_claims(self.pod) {
+            let offered = dra::templates(rule).iter().any(|t| t.name == template);
+            if !offered {
+                let gives = if rule.backend == Backend::Dra {
+                    dra_offer(rule)
+                } else {
+                    format!(
+                        "no claims: it uses the device plugin ({} {})",
+                        rule.action.as_str(),
+                        rule.backend.as_str()
+                    )
+                };
+                return Err(format!(
+                    "claim template {template} is not offered in namespace {:?}: rule {} gives {gives}; ask for nvidia.com/gpu instead",
+                    self.ns.name, rule.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `backend: dra`: each whole-GPU request becomes a claim from the template that gives it (the
+    /// extended resource removed from limits and requests, `resources.claims` in the container, one
+    /// `spec.resourceClaims` entry per claim). App containers each get their own claim; an init
+    /// container reuses an app container's claim of the same template, as the device plugin reuses
+    /// init containers' devices for app containers (the pod holds the larger of the two sets).
+    fn claim(
+        &self,
+        profile: Option<&str>,
+        patch: &mut Vec<PatchOperation>,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), String> {
+        let whole: Vec<&GpuUse> = self.uses.iter().filter(|u| u.kind == Kind::Whole).collect();
+        if whole.is_empty() {
+            return Ok(());
+        }
+        let existing = self.pod.spec.resource_claims.as_deref().unwrap_or(&[]);
+        if let Some(own) = existing
+            .iter()
+            .find(|c| !slicer_claims(self.pod).any(|(name, _)| name == c.name))
+        {
+            return Err(format!(
+                "the pod has its own ResourceClaim {:?} and also asks for {WHOLE_GPU}; in namespace {:?} GPUs come as claims from gpu-slicer's templates (rule {}, DRA): drop {WHOLE_GPU}, or reference one of {} in the pod's resourceClaims yourself",
+                own.name,
+                self.ns.name,
+                self.rule.name,
+                dra_offer(self.rule)
+            ));
+        }
+        // App containers first, so init containers can reuse their claims.
+        let mut ordered = whole;
+        ordered.sort_by_key(|u| (u.section == Section::InitContainers, u.index));
+        let mut added: Vec<(String, String)> = Vec::new();
+        for u in ordered {
+            let template = dra::template_for(self.rule, profile, u.count.unwrap_or(1));
+            let reuse = (u.section == Section::InitContainers)
+                .then(|| added.iter().find(|(_, t)| *t == template.name))
+                .flatten()
+                .map(|(name, _)| name.clone());
+            let claim = match reuse {
+                Some(name) => name,
+                None => {
+                    let name = match u.section {
+                        Section::Containers => format!("{}{}", dra::PREFIX, u.index),
+                        Section::InitContainers => format!("{}init-{}", dra::PREFIX, u.index),
+                    };
+                    added.push((name.clone(), template.name.clone()));
+                    name
+                }
+            };
+            let index = u.index.to_string();
+            for (present, field) in [(u.in_limits, "limits"), (u.in_requests, "requests")] {
+                if present {
+                    patch.push(PatchOperation::Remove(RemoveOperation {
+                        path: pointer(&[
+                            "spec",
+                            u.section.field(),
+                            &index,
+                            "resources",
+                            field,
+                            WHOLE_GPU,
+                        ]),
+                    }));
+                }
+            }
+            let has_claims = self
+                .pod
+                .all_containers()
+                .find(|(s, i, _)| *s == u.section && *i == u.index)
+                .and_then(|(_, _, c)| c.resources.as_ref())
+                .is_some_and(|r| r.claims.is_some());
+            let entry = serde_json::json!({ "name": claim });
+            let at = ["spec", u.section.field(), &index, "resources", "claims"];
+            if has_claims {
+                patch.push(add(&[&at[..], &["-"]].concat(), entry));
+            } else {
+                patch.push(add(&at, Value::Array(vec![entry])));
+            }
+            changes.push(Change {
+                container: u.label(),
+                from: WHOLE_GPU.into(),
+                to: format!("claim {} ({}, DRA)", template.name, template.describe()),
+                quantity: u.quantity_text(),
+            });
+        }
+        let entries = added
+            .into_iter()
+            .map(|(name, template)| {
+                serde_json::json!({ "name": name, "resourceClaimTemplateName": template })
+            });
+        if self.pod.spec.resource_claims.is_none() {
+            patch.push(add(
+                &["spec", "resourceClaims"],
+                Value::Array(entries.collect()),
+            ));
+        } else {
+            for entry in entries {
+                patch.push(add(&["spec", "resourceClaims", "-"], entry));
+            }
         }
         Ok(())
     }
@@ -682,12 +886,12 @@ impl std::fmt::Display for SelectorSource<'_> {
     }
 }
 
-/// The warning line for one container's change.
-struct ChangeLine<'a>(&'a Change, &'a Rule);
+/// The warning line for one container's change (with the MIG profile, where the rule chose one).
+struct ChangeLine<'a>(&'a Change, &'a Rule, Option<&'a str>);
 
 impl std::fmt::Display for ChangeLine<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ChangeLine(c, rule) = self;
+        let ChangeLine(c, rule, profile) = self;
         if c.from != c.to {
             return write!(
                 f,
@@ -696,6 +900,25 @@ impl std::fmt::Display for ChangeLine<'_> {
             );
         }
         match rule.action {
+            // Strategy single: the slice keeps the whole GPU's resource name.
+            Action::Mig if rule.mig_time_slicing.is_some() => write!(
+                f,
+                "{}: {} {} is a time-sliced share of a {} MIG slice (rule {})",
+                c.container,
+                c.from,
+                c.quantity,
+                profile.unwrap_or(""),
+                rule.name
+            ),
+            Action::Mig => write!(
+                f,
+                "{}: {} {} is a {} MIG slice (rule {})",
+                c.container,
+                c.from,
+                c.quantity,
+                profile.unwrap_or(""),
+                rule.name
+            ),
             Action::Timeslice => write!(
                 f,
                 "{}: {} {} is a time-sliced replica (rule {})",
@@ -755,27 +978,80 @@ fn annotate(pod: &Pod, summary: String, patch: &mut Vec<PatchOperation>) {
     }
 }
 
-/// Memory of a MIG profile in MiB: on the GPUs of the rule's NodePool when its instance types are known,
-/// else the least any catalogued GPU gives that profile (what the pod can count on anywhere).
-pub fn profile_memory_mib(rule: &Rule, pools: &NodePoolIndex, profile: &str) -> Option<u64> {
-    let pool_gpus: Option<Vec<&catalog::GpuModel>> = rule
+/// What a `dra` rule offers, for denials: its templates.
+fn dra_offer(rule: &Rule) -> String {
+    let names: Vec<String> = dra::templates(rule).into_iter().map(|t| t.name).collect();
+    format!("claims from templates {}", names.join(", "))
+}
+
+/// What a `mig` rule offers, for denials: the profiles, and the resource names when they are not the
+/// mixed strategy's own.
+fn mig_offer(rule: &Rule) -> String {
+    let profiles = rule.allowed_profiles.join(", ");
+    let names: Vec<String> = rule
+        .allowed_profiles
+        .iter()
+        .map(|p| rule.mig_resource(p))
+        .collect();
+    let plain = rule
+        .allowed_profiles
+        .iter()
+        .zip(&names)
+        .all(|(p, n)| n.strip_prefix(MIG_PREFIX) == Some(p.as_str()));
+    let kind = if rule.mig_time_slicing.is_some() {
+        "time-sliced MIG slices"
+    } else {
+        "MIG slices"
+    };
+    if plain {
+        format!("{kind} {profiles}")
+    } else {
+        let mut names = names;
+        names.dedup();
+        format!("{kind} {profiles} as {}", names.join(", "))
+    }
+}
+
+/// The GPU models of the rule's NodePool when its instance types are known, else `None`.
+fn pool_gpus(rule: &Rule, pools: &NodePoolIndex) -> Option<Vec<&'static catalog::GpuModel>> {
+    let gpus: Vec<_> = rule
         .node_pool
         .as_deref()
         .and_then(|p| pools.get(p))
-        .and_then(|p| p.instance_types())
-        .map(|types| {
-            types
-                .iter()
-                .filter_map(|t| catalog::instance_type(t))
-                .map(|t| t.gpu)
-                .collect()
-        });
-    match pool_gpus {
-        Some(gpus) if !gpus.is_empty() => gpus
+        .and_then(|p| p.instance_types())?
+        .iter()
+        .filter_map(|t| catalog::instance_type(t))
+        .map(|t| t.gpu)
+        .collect();
+    (!gpus.is_empty()).then_some(gpus)
+}
+
+/// Memory of a MIG profile in MiB: on the GPUs of the rule's NodePool when its instance types are known,
+/// else the least any catalogued GPU gives that profile (what the pod can count on anywhere).
+pub fn profile_memory_mib(rule: &Rule, pools: &NodePoolIndex, profile: &str) -> Option<u64> {
+    match pool_gpus(rule, pools) {
+        Some(gpus) => gpus
             .iter()
             .filter_map(|g| g.mig_profile(profile))
             .map(|p| p.memory_mib)
             .min(),
-        _ => catalog::mig_profile_min_memory_mib(profile),
+        None => catalog::mig_profile_min_memory_mib(profile),
+    }
+}
+
+/// `; the smallest MIG profile that holds it is <p>` (on the rule's GPUs), or that none does, for
+/// denials of a `gpu-slicer.io/gpu-memory` no allowed profile holds.
+fn smallest_holding(rule: &Rule, pools: &NodePoolIndex, bytes: u128) -> String {
+    let gpus = pool_gpus(rule, pools).unwrap_or_else(|| catalog::GPUS.to_vec());
+    let best = gpus
+        .iter()
+        .flat_map(|g| g.mig_profiles.iter())
+        .filter(|p| u128::from(p.memory_mib) << 20 >= bytes)
+        .filter_map(|p| Some((profile_memory_mib(rule, pools, p.name)?, p.name)))
+        .filter(|(m, _)| u128::from(*m) << 20 >= bytes)
+        .min();
+    match best {
+        Some((_, name)) => format!("; the smallest MIG profile that holds it is {name}"),
+        None => "; no MIG profile of these GPUs holds it: ask for a whole GPU".into(),
     }
 }

@@ -125,13 +125,19 @@ impl MigConfigs {
     }
 }
 
-/// A device plugin config (`version: v1`).
+/// A device plugin config (`version: v1`). Unknown top-level keys are errors: the plugin ignores them,
+/// so a misspelt `flages:` would silently leave its strategy at the default.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DevicePluginConfig {
     pub version: String,
     #[serde(default)]
     pub flags: Option<Flags>,
+    /// `resources` and `imex` (the plugin's `api/config/v1` Config), not read here.
+    #[serde(default)]
+    pub resources: Option<serde_json::Value>,
+    #[serde(default)]
+    pub imex: Option<serde_json::Value>,
     #[serde(default)]
     pub sharing: Option<Sharing>,
 }
@@ -214,6 +220,43 @@ impl ReplicatedResources {
     }
 }
 
+/// The device plugin's MIG strategy (`none | single | mixed`): how it advertises MIG devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceMigStrategy {
+    /// MIG devices are not advertised.
+    None,
+    /// Every MIG device as `nvidia.com/gpu`; all MIG devices of a node must be one profile.
+    Single,
+    /// Each profile as `nvidia.com/mig-<profile>`.
+    Mixed,
+}
+
+impl DeviceMigStrategy {
+    pub fn parse(s: &str) -> Option<DeviceMigStrategy> {
+        match s {
+            "none" => Some(DeviceMigStrategy::None),
+            "single" => Some(DeviceMigStrategy::Single),
+            "mixed" => Some(DeviceMigStrategy::Mixed),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceMigStrategy::None => "none",
+            DeviceMigStrategy::Single => "single",
+            DeviceMigStrategy::Mixed => "mixed",
+        }
+    }
+}
+
+/// The MIG strategy a node's device plugin runs with, and what says so (for messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectiveStrategy {
+    pub strategy: DeviceMigStrategy,
+    pub source: String,
+}
+
 /// Everything read from `--gpu-operator DIR`.
 #[derive(Debug, Clone)]
 pub struct GpuOperatorConfigs {
@@ -224,6 +267,14 @@ pub struct GpuOperatorConfigs {
     pub mig_is_default: bool,
     /// Device plugin configs by name, with the file they came from.
     pub device_plugin: BTreeMap<String, (DevicePluginConfig, String)>,
+    /// The GPU Operator's `mig.strategy` (Helm values) or `spec.mig.strategy` (ClusterPolicy), with
+    /// where it was read; `None` when neither was among the files.
+    pub operator_mig_strategy: Option<(DeviceMigStrategy, String)>,
+    /// The device plugin config of nodes without the `nvidia.com/device-plugin.config` label: the
+    /// operator's `devicePlugin.config.default`, when read.
+    pub default_plugin_config: Option<String>,
+    /// Whether these configs were read from files (`--gpu-operator`), rather than assumed.
+    pub from_files: bool,
 }
 
 impl Default for GpuOperatorConfigs {
@@ -232,7 +283,49 @@ impl Default for GpuOperatorConfigs {
             mig: MigConfigs::defaults(),
             mig_is_default: true,
             device_plugin: BTreeMap::new(),
+            operator_mig_strategy: None,
+            default_plugin_config: None,
+            from_files: false,
         }
+    }
+}
+
+/// Top-level keys of the GPU Operator chart's values that mark a YAML document as its Helm values.
+const OPERATOR_VALUE_KEYS: &[&str] = &["mig", "migManager", "devicePlugin", "driver", "toolkit"];
+
+/// The `mig.strategy` a GPU Operator document sets: a ClusterPolicy's `spec.mig.strategy`, or the Helm
+/// values' `mig.strategy` (the chart's default, `single`, when the values leave it out). `Ok(None)`
+/// for other documents, and for a ClusterPolicy without one (the operator then sets no `MIG_STRATEGY`
+/// and each node's device plugin config decides).
+fn operator_strategy(doc: &serde_json::Value) -> Result<Option<DeviceMigStrategy>, String> {
+    let (value, default) = match (
+        doc.get("apiVersion"),
+        doc.get("kind").and_then(|k| k.as_str()),
+    ) {
+        (Some(_), Some("ClusterPolicy")) => (doc.pointer("/spec/mig/strategy"), None),
+        (None, None)
+            if doc
+                .as_object()
+                .is_some_and(|o| OPERATOR_VALUE_KEYS.iter().any(|k| o.contains_key(*k))) =>
+        {
+            // A misspelling that circulates in public copies; the chart ignores unknown keys.
+            if doc.pointer("/mixed/strategy").is_some() {
+                return Err(
+                    "mixed.strategy is not a GPU Operator value (the chart ignores it): the key is mig.strategy".into(),
+                );
+            }
+            (
+                doc.pointer("/mig/strategy"),
+                Some(DeviceMigStrategy::Single),
+            )
+        }
+        _ => return Ok(None),
+    };
+    match value.and_then(|v| v.as_str()) {
+        None => Ok(default),
+        Some(s) => DeviceMigStrategy::parse(s)
+            .map(Some)
+            .ok_or_else(|| format!("mig.strategy {s:?} must be none, single or mixed")),
     }
 }
 
@@ -244,14 +337,33 @@ impl GpuOperatorConfigs {
         GpuOperatorConfigs::from_documents(docs)
     }
 
-    /// Recognises ConfigMaps among `(origin, object)` pairs (files' documents, or objects read from a
-    /// cluster) by content, as [`GpuOperatorConfigs::from_dir`] does.
+    /// Recognises ConfigMaps by content, and the operator's MIG strategy from a ClusterPolicy or Helm
+    /// values, among `(origin, object)` pairs: files' documents ([`GpuOperatorConfigs::from_dir`]) or
+    /// objects read from a cluster (`doctor`).
     pub fn from_documents(
         docs: impl IntoIterator<Item = (String, serde_json::Value)>,
     ) -> Result<GpuOperatorConfigs, ConfigError> {
         let mut out = GpuOperatorConfigs::default();
         let mut custom: Option<MigConfigs> = None;
         for (path, doc) in docs {
+            let strategy = operator_strategy(&doc).map_err(|message| ConfigError {
+                path: path.clone(),
+                message,
+            })?;
+            if let Some(strategy) = strategy {
+                let (what, at) = if doc.get("kind").is_some() {
+                    (
+                        "ClusterPolicy spec.mig.strategy",
+                        "/spec/devicePlugin/config/default",
+                    )
+                } else {
+                    ("Helm values mig.strategy", "/devicePlugin/config/default")
+                };
+                out.operator_mig_strategy = Some((strategy, format!("{what} in {path}")));
+                if let Some(name) = doc.pointer(at).and_then(|v| v.as_str()) {
+                    out.default_plugin_config = Some(name.to_string());
+                }
+            }
             if doc.get("kind").and_then(|k| k.as_str()) != Some("ConfigMap") {
                 continue;
             }
@@ -291,7 +403,48 @@ impl GpuOperatorConfigs {
             out.mig = custom;
             out.mig_is_default = false;
         }
+        out.from_files = true;
         Ok(out)
+    }
+
+    /// The MIG strategy of a node whose device plugin uses the named config. The GPU Operator passes its
+    /// `mig.strategy` to the plugin as the `MIG_STRATEGY` environment variable (gpu-operator
+    /// `applyMIGConfiguration`), and the plugin ranks environment over config file (its README,
+    /// "Configuring the NVIDIA device plugin binary"), so the operator's setting wins; without it the
+    /// config's `flags.migStrategy` decides, else the operator's default, `single`. `None` when nothing
+    /// was read from files: the strategy is unknown.
+    pub fn mig_strategy(&self, plugin_config: Option<&str>) -> Option<EffectiveStrategy> {
+        if let Some((strategy, source)) = &self.operator_mig_strategy {
+            return Some(EffectiveStrategy {
+                strategy: *strategy,
+                source: format!("the GPU Operator's {source}"),
+            });
+        }
+        // A node without the label runs the operator's default config (conventionally `default`).
+        let name = plugin_config
+            .or(self.default_plugin_config.as_deref())
+            .or_else(|| {
+                self.device_plugin
+                    .contains_key("default")
+                    .then_some("default")
+            });
+        let named = name.and_then(|n| self.device_plugin.get(n).map(|c| (n, c)));
+        if let Some((name, (config, _))) = named
+            && let Some(s) = config
+                .flags
+                .as_ref()
+                .and_then(|f| f.mig_strategy.as_deref())
+            && let Some(strategy) = DeviceMigStrategy::parse(s)
+        {
+            return Some(EffectiveStrategy {
+                strategy,
+                source: format!("flags.migStrategy of device plugin config {name}"),
+            });
+        }
+        self.from_files.then(|| EffectiveStrategy {
+            strategy: DeviceMigStrategy::Single,
+            source: "the GPU Operator's default mig.strategy (no mig.strategy or flags.migStrategy given)".into(),
+        })
     }
 }
 

@@ -16,9 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Value, json};
 
 use crate::catalog::{self, InstanceType};
-use crate::gpu_operator::{GpuOperatorConfigs, MigLayout};
+use crate::gpu_operator::{DeviceMigStrategy, GpuOperatorConfigs, MigLayout};
 use crate::nodepool::{INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, NodePool, NodePoolIndex};
-use crate::policy::{Policy, WHOLE_GPU};
+use crate::policy::{Action, MigStrategy, Policy, WHOLE_GPU};
 
 pub const MIG_CONFIG_LABEL: &str = "nvidia.com/mig.config";
 pub const DEVICE_PLUGIN_CONFIG_LABEL: &str = "nvidia.com/device-plugin.config";
@@ -43,14 +43,31 @@ fn stable_weight(pool: &str, instance_type: &str, taken: &BTreeSet<u32>) -> u32 
 /// The GPU resources one node advertises: resource name -> count.
 pub type Resources = BTreeMap<String, u64>;
 
-/// What a node of `pool` on `it` advertises after the GPU Operator has configured it. Errors say which
-/// config is missing or does not cover the GPU.
+/// What a node of `pool` on `it` advertises after the GPU Operator has configured it, assuming the
+/// `mixed` MIG strategy where the configs do not say. See [`node_resources_assuming`].
 pub fn node_resources(
     pool: &NodePool,
     it: &InstanceType,
     ops: &GpuOperatorConfigs,
 ) -> Result<Resources, String> {
+    node_resources_assuming(pool, it, ops, DeviceMigStrategy::Mixed)
+}
+
+/// What a node of `pool` on `it` advertises after the GPU Operator has configured it: the MIG layout
+/// (`nvidia.com/mig.config`), named by the device plugin's MIG strategy (`assumed` where the configs
+/// read say nothing of it), then multiplied by its time-slicing or MPS replicas. Errors say which
+/// config is missing or does not cover the GPU.
+pub fn node_resources_assuming(
+    pool: &NodePool,
+    it: &InstanceType,
+    ops: &GpuOperatorConfigs,
+    assumed: DeviceMigStrategy,
+) -> Result<Resources, String> {
     let gpus = u64::from(it.gpus);
+    let plugin_config = pool
+        .template_labels
+        .get(DEVICE_PLUGIN_CONFIG_LABEL)
+        .map(String::as_str);
     let mut res = Resources::new();
     match pool.template_labels.get(MIG_CONFIG_LABEL) {
         Some(config) => match ops.mig.layout(config, it.gpu) {
@@ -87,10 +104,44 @@ pub fn node_resources(
                         it.gpu.name, it.name
                     ));
                 }
+                let (strategy, source) = match ops.mig_strategy(plugin_config) {
+                    Some(e) => (e.strategy, e.source),
+                    None => (
+                        assumed,
+                        "assumed: no GPU Operator configs given".to_string(),
+                    ),
+                };
                 // mig-parted's `devices: all`: every GPU of the node is partitioned, none stays whole.
-                res.insert(WHOLE_GPU.to_string(), 0);
-                for (profile, count) in devices {
-                    res.insert(format!("nvidia.com/mig-{profile}"), u64::from(count) * gpus);
+                match strategy {
+                    DeviceMigStrategy::Mixed => {
+                        res.insert(WHOLE_GPU.to_string(), 0);
+                        for (profile, count) in devices {
+                            res.insert(
+                                format!("nvidia.com/mig-{profile}"),
+                                u64::from(count) * gpus,
+                            );
+                        }
+                    }
+                    // The plugin's single strategy requires every MIG device of the node to be one
+                    // profile (its `mig-strategy.go`), and advertises each as a whole GPU.
+                    DeviceMigStrategy::Single => {
+                        let [(_, count)] = devices.iter().collect::<Vec<_>>()[..] else {
+                            let makes: Vec<String> =
+                                devices.iter().map(|(p, n)| format!("{p} x{n}")).collect();
+                            return Err(format!(
+                                "MIG config {config:?} makes {} per {} GPU, but the device plugin's MIG strategy is single ({source}), which needs one profile per node (an all-<profile> config)",
+                                makes.join(", "),
+                                it.gpu.name
+                            ));
+                        };
+                        res.insert(WHOLE_GPU.to_string(), u64::from(*count) * gpus);
+                    }
+                    DeviceMigStrategy::None => {
+                        return Err(format!(
+                            "MIG config {config:?} partitions the GPUs of {}, but the device plugin's MIG strategy is none ({source}): it advertises no MIG devices",
+                            it.name
+                        ));
+                    }
                 }
             }
         },
@@ -132,13 +183,28 @@ pub fn overlay_capacity(res: &Resources, it: &InstanceType) -> Resources {
         .collect()
 }
 
-/// The NodePools a policy routes to, in name order.
+/// The NodePools a policy's device-plugin rules route to, in name order. DRA pools get no overlay:
+/// Karpenter reads the NVIDIA DRA driver's devices from its own per-instance-type metadata.
 pub fn routed_pools(policy: &Policy) -> BTreeSet<&str> {
     policy
         .rules
         .iter()
+        .filter(|r| r.backend == crate::policy::Backend::DevicePlugin)
         .filter_map(|r| r.node_pool.as_deref())
         .collect()
+}
+
+/// The MIG strategy the policy's rules expect on a NodePool (the first `mig` rule routing there), used
+/// where the GPU Operator configs do not say.
+fn expected_strategy(policy: &Policy, pool: &str) -> DeviceMigStrategy {
+    let rule = policy
+        .rules
+        .iter()
+        .find(|r| r.action == Action::Mig && r.node_pool.as_deref() == Some(pool));
+    match rule.map(|r| r.mig_strategy) {
+        Some(MigStrategy::Single) => DeviceMigStrategy::Single,
+        _ => DeviceMigStrategy::Mixed,
+    }
 }
 
 /// NodeOverlays for every NodePool the policy routes to, one per instance type whose nodes advertise
@@ -170,7 +236,7 @@ pub fn overlays(
                 ));
                 continue;
             };
-            match node_resources(pool, it, ops) {
+            match node_resources_assuming(pool, it, ops, expected_strategy(policy, name)) {
                 Err(e) => errors.push(format!("NodePool {name}: {e}")),
                 Ok(res) => {
                     let capacity = overlay_capacity(&res, it);

@@ -7,6 +7,7 @@
 //! - [`engine`]: the pure decision (pod + namespace + policy + NodePools -> patch, warnings, audit);
 //! - [`catalog`]: GPU models, MIG profiles, EKS instance types;
 //! - [`nodepool`]: Karpenter NodePools as routing facts;
+//! - [`dra`]: the DRA backend's ResourceClaimTemplates and DeviceClasses;
 //! - [`admission`]: the AdmissionReview envelope;
 //! - [`server`], [`tls`]: HTTPS, certificates, shutdown;
 //! - [`audit`], [`metrics`]: the audit trail and Prometheus metrics;
@@ -22,6 +23,8 @@ pub mod check;
 pub mod cli;
 pub mod cluster;
 pub mod doctor;
+pub mod dra;
+pub mod dra_sync;
 pub mod engine;
 pub mod gpu_operator;
 pub mod karpenter;

@@ -50,6 +50,25 @@ pub struct Spec {
     pub init_containers: Vec<Container>,
     pub node_selector: Option<BTreeMap<String, String>>,
     pub tolerations: Option<Vec<Toleration>>,
+    /// Dynamic Resource Allocation claims of the pod (`spec.resourceClaims`).
+    pub resource_claims: Option<Vec<PodResourceClaim>>,
+}
+
+/// One entry of `spec.resourceClaims`: a name the containers use, and the claim or template behind it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodResourceClaim {
+    #[serde(default)]
+    pub name: String,
+    pub resource_claim_name: Option<String>,
+    pub resource_claim_template_name: Option<String>,
+}
+
+/// One entry of a container's `resources.claims`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ContainerClaim {
+    #[serde(default)]
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -67,6 +86,9 @@ pub struct Resources {
     pub limits: Option<BTreeMap<String, Value>>,
     #[serde(default, deserialize_with = "extended_resources")]
     pub requests: Option<BTreeMap<String, Value>>,
+    /// Dynamic Resource Allocation claims the container uses, by their pod-level names.
+    #[serde(default)]
+    pub claims: Option<Vec<ContainerClaim>>,
 }
 
 /// Annotation prefix of the keys gpu-slicer reads and writes.

@@ -66,6 +66,25 @@ impl Action {
     }
 }
 
+/// How a rule's GPUs reach the pod: the device plugin's extended resources, or a Dynamic Resource
+/// Allocation claim (the NVIDIA DRA driver).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Backend {
+    #[default]
+    DevicePlugin,
+    Dra,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::DevicePlugin => "devicePlugin",
+            Backend::Dra => "dra",
+        }
+    }
+}
+
 /// What happens to GPU pods in namespaces that no rule matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -92,6 +111,9 @@ pub struct PolicyFile {
 pub struct PolicySpec {
     #[serde(default)]
     pub default_action: DefaultAction,
+    /// The backend of rules that do not set one.
+    #[serde(default)]
+    pub default_backend: Backend,
     #[serde(default)]
     pub rules: Vec<RuleSpec>,
 }
@@ -105,6 +127,9 @@ pub struct RuleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
     pub action: Action,
+    /// `devicePlugin` or `dra`; `spec.defaultBackend` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Backend>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mig: Option<MigSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,6 +152,46 @@ pub struct MigSpec {
     pub profile: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_profiles: Vec<String>,
+    /// The device plugin's MIG strategy on the rule's nodes (what its slices are called).
+    #[serde(default, skip_serializing_if = "MigStrategy::is_mixed")]
+    pub strategy: MigStrategy,
+    /// Set when the nodes' device plugin config time-slices the MIG devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_slicing: Option<MigTimeSlicing>,
+}
+
+/// How the NVIDIA device plugin advertises MIG devices (its `flags.migStrategy`, or the GPU Operator's
+/// `mig.strategy`, which overrides it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MigStrategy {
+    /// Each profile as its own resource, `nvidia.com/mig-<profile>`: several profiles per node.
+    #[default]
+    Mixed,
+    /// Every MIG device as `nvidia.com/gpu`: one profile per node (the only MIG mode of Bottlerocket's
+    /// NVIDIA variant).
+    Single,
+}
+
+impl MigStrategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigStrategy::Mixed => "mixed",
+            MigStrategy::Single => "single",
+        }
+    }
+
+    fn is_mixed(&self) -> bool {
+        *self == MigStrategy::Mixed
+    }
+}
+
+/// `mig.timeSlicing`: the node's device plugin config time-slices the MIG devices, as written there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MigTimeSlicing {
+    /// `true`: the plugin advertises `<resource>.shared` (its `renameByDefault`).
+    pub rename_by_default: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -203,11 +268,17 @@ impl LabelSelector {
 pub struct Rule {
     pub name: String,
     pub action: Action,
+    /// Extended resources (`devicePlugin`) or a ResourceClaim (`dra`).
+    pub backend: Backend,
     pub namespace_selector: Option<LabelSelector>,
     /// `mig`: the default profile.
     pub mig_profile: Option<String>,
     /// `mig`: the profiles pods may have, default first, then smallest memory first.
     pub allowed_profiles: Vec<String>,
+    /// `mig`: how the device plugin names the slices.
+    pub mig_strategy: MigStrategy,
+    /// `mig`: the device plugin time-slices each slice among several pods.
+    pub mig_time_slicing: Option<MigTimeSlicing>,
     /// `timeslice` / `mps`: the resource the device plugin advertises for a replica.
     pub shared_resource: Option<String>,
     /// Largest count one container may ask for; `None` is no limit.
@@ -225,6 +296,31 @@ impl Rule {
     pub fn uses_labels(&self) -> bool {
         self.namespace_selector.is_some()
     }
+
+    /// The resource a container asks for to get one `profile` slice on this rule's nodes, exactly as the
+    /// device plugin advertises it: `mixed` names the profile, `single` calls every slice
+    /// `nvidia.com/gpu`, and time-slicing with `renameByDefault` appends `.shared`.
+    pub fn mig_resource(&self, profile: &str) -> String {
+        mig_resource(self.mig_strategy, self.mig_time_slicing, profile)
+    }
+}
+
+/// See [`Rule::mig_resource`].
+pub fn mig_resource(
+    strategy: MigStrategy,
+    time_slicing: Option<MigTimeSlicing>,
+    profile: &str,
+) -> String {
+    let base = match strategy {
+        MigStrategy::Mixed => format!("{MIG_PREFIX}{profile}"),
+        MigStrategy::Single => WHOLE_GPU.to_string(),
+    };
+    match time_slicing {
+        Some(MigTimeSlicing {
+            rename_by_default: true,
+        }) => format!("{base}.shared"),
+        _ => base,
+    }
 }
 
 /// A validated policy.
@@ -232,7 +328,8 @@ impl Rule {
 pub struct Policy {
     pub default_action: DefaultAction,
     pub rules: Vec<Rule>,
-    /// Every resource name a `timeslice`/`mps` rule uses: pods asking for these are GPU pods too.
+    /// Every resource name a `timeslice`/`mps` rule or a time-sliced `mig` rule uses: pods asking for
+    /// these are GPU pods too.
     pub shared_resources: BTreeSet<String>,
     names: NameIndex,
 }
@@ -332,11 +429,21 @@ impl Policy {
                     ),
                 ));
             }
-            rules.push(validate_rule(spec).map_err(|(f, m)| (at(&f), m))?);
+            rules.push(
+                validate_rule(spec, file.spec.default_backend).map_err(|(f, m)| (at(&f), m))?,
+            );
         }
         let shared_resources = rules
             .iter()
-            .filter_map(|r| r.shared_resource.clone())
+            .flat_map(|r| {
+                let sliced = r
+                    .allowed_profiles
+                    .iter()
+                    .filter(|_| r.mig_time_slicing.is_some())
+                    .map(|p| r.mig_resource(p));
+                r.shared_resource.clone().into_iter().chain(sliced)
+            })
+            .filter(|name| name != WHOLE_GPU)
             .collect();
         let names = NameIndex::build(&rules)?;
         Ok(Policy {
@@ -449,7 +556,7 @@ fn check_profile(field: &str, profile: &str) -> Result<(), (String, String)> {
     Ok(())
 }
 
-fn validate_rule(spec: RuleSpec) -> Result<Rule, (String, String)> {
+fn validate_rule(spec: RuleSpec, default_backend: Backend) -> Result<Rule, (String, String)> {
     let err = |f: &str, m: String| Err((f.to_string(), m));
     if !is_dns_label(&spec.name) {
         return err(
@@ -522,6 +629,7 @@ fn validate_rule(spec: RuleSpec) -> Result<Rule, (String, String)> {
             (!spec.tolerations.is_empty(), "tolerations"),
             (spec.max_per_container.is_some(), "maxPerContainer"),
             (spec.allow_opt_out, "allowOptOut"),
+            (spec.backend.is_some(), "backend"),
         ] {
             if set {
                 return err(
@@ -532,7 +640,9 @@ fn validate_rule(spec: RuleSpec) -> Result<Rule, (String, String)> {
         }
     }
 
+    let backend = spec.backend.unwrap_or(default_backend);
     let (mut mig_profile, mut allowed_profiles) = (None, Vec::new());
+    let (mut mig_strategy, mut mig_time_slicing) = (MigStrategy::Mixed, None);
     if action == Action::Mig {
         let Some(mig) = &spec.mig else {
             return err(
@@ -550,6 +660,25 @@ fn validate_rule(spec: RuleSpec) -> Result<Rule, (String, String)> {
                 format!("{:?} must be one of mig.allowedProfiles", mig.profile),
             );
         }
+        if mig.strategy == MigStrategy::Single
+            && let Some(other) = mig.allowed_profiles.iter().find(|p| **p != mig.profile)
+        {
+            return err(
+                "mig.allowedProfiles",
+                format!(
+                    "{other:?}: under strategy single every slice of a node is one profile ({:?}, mig.profile); route other profiles with another rule and NodePool, or use strategy mixed",
+                    mig.profile
+                ),
+            );
+        }
+        if mig.time_slicing.is_some() && spec.max_per_container.is_some_and(|n| n > 1) {
+            return err(
+                "maxPerContainer",
+                "must be 1 with mig.timeSlicing: a time-sliced slice is one device per container (the device plugin's failRequestsGreaterThanOne)".into(),
+            );
+        }
+        mig_strategy = mig.strategy;
+        mig_time_slicing = mig.time_slicing;
         mig_profile = Some(mig.profile.clone());
         allowed_profiles = if mig.allowed_profiles.is_empty() {
             vec![mig.profile.clone()]
@@ -561,7 +690,8 @@ fn validate_rule(spec: RuleSpec) -> Result<Rule, (String, String)> {
     }
 
     let mut shared_resource = None;
-    if action.is_shared() {
+    // With backend dra a shared GPU is a claim, not a renamed resource: `shared` is optional there.
+    if action.is_shared() && (backend == Backend::DevicePlugin || spec.shared.is_some()) {
         let Some(shared) = &spec.shared else {
             return err(
                 "shared",
@@ -655,12 +785,21 @@ fn validate_rule(spec: RuleSpec) -> Result<Rule, (String, String)> {
         });
     }
 
+    if backend == Backend::Dra && mig_strategy == MigStrategy::Single {
+        return err(
+            "mig.strategy",
+            "single names device plugin resources; with backend dra the claim selects the MIG profile itself: drop mig.strategy".into(),
+        );
+    }
     Ok(Rule {
         name: spec.name.clone(),
         action,
+        backend,
         namespace_selector: spec.namespace_selector.clone(),
         mig_profile,
         allowed_profiles,
+        mig_strategy,
+        mig_time_slicing,
         shared_resource,
         max_per_container,
         node_pool: spec.node_pool.clone(),

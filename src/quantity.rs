@@ -6,6 +6,17 @@
 /// Parses a quantity into its value in base units (bytes for memory), rounded up to a whole unit.
 /// Returns `None` for anything that is not a quantity, or a negative one.
 pub fn parse(s: &str) -> Option<u128> {
+    parse_scaled(s, 0)
+}
+
+/// Parses a quantity into thousandths of its unit (millicores for `cpu`), rounded up as the scheduler's
+/// `MilliValue()` rounds: `"1500m"` is 1500, `"2"` 2000, `"0.1"` 100.
+pub fn parse_milli(s: &str) -> Option<u128> {
+    parse_scaled(s, 3)
+}
+
+/// `value x 10^scale`, rounded up to a whole number.
+fn parse_scaled(s: &str, scale: i32) -> Option<u128> {
     let s = s.trim();
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
@@ -54,7 +65,7 @@ pub fn parse(s: &str) -> Option<u128> {
             (0, e)
         }
     };
-    let scale10 = exp10 - i32::try_from(frac_part.len()).ok()?;
+    let scale10 = exp10 + scale - i32::try_from(frac_part.len()).ok()?;
     let mut value = digits.checked_mul(1u128.checked_shl(exp2)?)?;
     if scale10 >= 0 {
         value = value.checked_mul(10u128.checked_pow(scale10.unsigned_abs())?)?;
@@ -95,6 +106,16 @@ mod tests {
         for bad in ["", "Gi", "-1Gi", "1.2.3", "12GB", "1Xi", "abc", "1e99", "."] {
             assert_eq!(parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn millis_round_up_like_milli_value() {
+        assert_eq!(parse_milli("1500m"), Some(1500));
+        assert_eq!(parse_milli("3"), Some(3000));
+        assert_eq!(parse_milli("0.25"), Some(250));
+        assert_eq!(parse_milli("100u"), Some(1)); // rounded up
+        assert_eq!(parse_milli("1Ki"), Some(1_024_000));
+        assert_eq!(parse_milli("-1"), None);
     }
 
     #[test]

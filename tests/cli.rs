@@ -205,7 +205,7 @@ fn policy_check_and_overlays_on_the_shipped_manifests() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        "manifests/policy/policy.yaml: OK (6 rules)\n"
+        "manifests/policy/policy.yaml: OK (7 rules)\n"
     );
 
     let out = gpu_slicer(

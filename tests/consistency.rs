@@ -58,7 +58,7 @@ fn the_shipped_policy_nodepools_and_gpu_operator_configs_agree() {
     );
     assert_eq!(
         ops.device_plugin.keys().collect::<Vec<_>>(),
-        vec!["default", "mps-4", "timeslice-4"]
+        vec!["default", "mig-1g.10gb-x2", "mps-4", "timeslice-4"]
     );
 }
 
@@ -88,7 +88,7 @@ fn a_profile_the_mig_config_does_not_make_is_named() {
 fn a_missing_nodepool_is_named() {
     let policy = edited_policy("nodePool: gpu-mps", "nodePool: gpu-mps-typo");
     let errs = errors(&policy, &shipped_pools(), &shipped_ops());
-    assert_eq!(errs, vec!["policy.yaml: spec.rules[3] (batch-mps): nodePool \"gpu-mps-typo\" is not a NodePool in the NodePools given".to_string()]);
+    assert_eq!(errs, vec!["policy.yaml: spec.rules[4] (batch-mps): nodePool \"gpu-mps-typo\" is not a NodePool in the NodePools given".to_string()]);
     let overlay_errs = karpenter::overlays(&policy, &shipped_pools(), &shipped_ops()).unwrap_err();
     assert_eq!(
         overlay_errs,

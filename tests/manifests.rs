@@ -87,7 +87,8 @@ fn karpenter_objects_validate_against_the_real_crds() {
             obj["metadata"]["name"]
         );
     }
-    assert_eq!(counts[0], 4, "NodePools");
+    // manifests/karpenter (5), the MIG single-strategy example (2), the DRA example (2).
+    assert_eq!(counts[0], 9, "NodePools");
     assert!(counts[1] >= 4, "NodeOverlays");
     assert_eq!(counts[2], 1, "EC2NodeClass");
 
@@ -202,6 +203,11 @@ fn the_webhook_configuration_is_what_the_design_asks_for() {
     let cel = w["matchConditions"][0]["expression"].as_str().unwrap();
     assert!(
         cel.contains("initContainers") && cel.contains("nvidia.com/"),
+        "{cel}"
+    );
+    // Pods that claim from gpu-slicer's templates (backend: dra) are enforced too.
+    assert!(
+        cel.contains("resourceClaimTemplateName.startsWith('gpu-slicer-')"),
         "{cel}"
     );
 }

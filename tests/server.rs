@@ -508,3 +508,103 @@ async fn refusing_an_unread_body_closes_the_connection_so_clients_do_not_reuse_i
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(resp.headers()["connection"], "close");
 }
+
+/// Serves `policy` and `pools` over real TLS and sends the captured llm-server review, moved to
+/// namespace `ns`; applies the answer's patch to the pod and sends the patched pod again
+/// (reinvocation), checking that the second answer allows it with no patch. Returns the first
+/// answer and the patched pod.
+async fn admit_and_reinvoke(
+    policy: gpu_slicer::policy::Policy,
+    pools: NodePoolIndex,
+    ns: &str,
+) -> (Value, Value) {
+    let router = server::router(App::new(
+        StaticFacts { policy, pools },
+        Metrics::new(),
+        Limits::default(),
+    ));
+    let srv = start_with(router).await;
+    let conn = connector(&[&srv.ca], &[b"http/1.1"]);
+    let mut client = h1(tls_connect(srv.addr, &conn).await).await;
+    let mut rev = review("ml-inference-llm-server-84f7f4dd45-create");
+    rev["request"]["namespace"] = json!(ns);
+    rev["request"]["object"]["metadata"]["namespace"] = json!(ns);
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let body = serde_json::to_vec(&rev).unwrap();
+        let (status, _, out) = read(client.send_request(post(body)).await.unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(out["response"]["allowed"], true, "{ns}: {out}");
+        if answers.is_empty() {
+            let patch: json_patch::Patch = serde_json::from_value(decode_patch(&out)).unwrap();
+            json_patch::patch(&mut rev["request"]["object"], &patch).unwrap();
+        }
+        answers.push(out);
+    }
+    assert!(
+        answers[1]["response"]["patch"].is_null(),
+        "{ns}: {}",
+        answers[1]
+    );
+    drop(client);
+    let _ = srv.stop.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), srv.done).await;
+    (answers.swap_remove(0), rev["request"]["object"].take())
+}
+
+/// The MIG single strategy and time-slicing on MIG over real TLS: the patch names what each setup's
+/// device plugin advertises, the warnings say so, and the patched pod sent again gets no patch.
+#[tokio::test]
+async fn mig_single_and_time_sliced_mig_over_real_tls() {
+    let single_dir = repo("manifests/examples/mig-single");
+    let setups = [
+        (
+            gpu_slicer::policy::Policy::load(&single_dir.join("policy.yaml")).unwrap(),
+            NodePoolIndex::from_dir(&single_dir).unwrap(),
+            "ml-seed-dev",
+            "nvidia.com/gpu",
+            "is a time-sliced share of a 1g.5gb MIG slice",
+        ),
+        (
+            example_policy(),
+            shipped_pools(),
+            "ml-notebooks-mig",
+            "nvidia.com/mig-1g.10gb.shared",
+            "nvidia.com/gpu 1 -> nvidia.com/mig-1g.10gb.shared",
+        ),
+    ];
+    for (policy, pools, ns, resource, warning) in setups {
+        let (out, pod) = admit_and_reinvoke(policy, pools, ns).await;
+        let warnings = out["response"]["warnings"].to_string();
+        assert!(warnings.contains(warning), "{ns}: {warnings}");
+        assert_eq!(out["response"]["auditAnnotations"]["action"], "mig");
+        let vllm = &pod["spec"]["containers"][0]["resources"];
+        assert_eq!(vllm["limits"][resource], "1", "{ns}: {vllm}");
+        assert_eq!(vllm["requests"][resource], "1", "{ns}: {vllm}");
+    }
+}
+
+/// The DRA backend over real TLS: the patch turns the whole GPU into a claim, the pod validates as a
+/// v1.36 Pod, and the patched pod sent again gets no patch.
+#[tokio::test]
+async fn dra_claims_over_real_tls() {
+    let dir = repo("manifests/examples/dra");
+    let (out, pod) = admit_and_reinvoke(
+        gpu_slicer::policy::Policy::load(&dir.join("policy.yaml")).unwrap(),
+        NodePoolIndex::from_dir(&dir).unwrap(),
+        "ml-inference-dra",
+    )
+    .await;
+    assert!(
+        out["response"]["auditAnnotations"]["rewrites"]
+            .as_str()
+            .unwrap()
+            .contains("-> claim gpu-slicer-mig-1g.10gb (mig 1g.10gb, DRA)")
+    );
+    assert_eq!(
+        pod["spec"]["resourceClaims"],
+        json!([{"name": "gpu-slicer-0", "resourceClaimTemplateName": "gpu-slicer-mig-1g.10gb"}])
+    );
+    let dropped = common::validate::roundtrip::<k8s_openapi::api::core::v1::Pod>(&pod).unwrap();
+    assert!(dropped.is_empty(), "{dropped:?}");
+}

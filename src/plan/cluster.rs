@@ -8,7 +8,9 @@
 //! - `gpu-slicer.io/gpu-memory`: peak GPU memory per replica (required: the planner cannot guess it);
 //! - `gpu-slicer.io/isolation`: `memory` (default: the safe choice) or `none`;
 //! - the current instance type: `nodeSelector` `node.kubernetes.io/instance-type`, or the annotation
-//!   `gpu-slicer.io/instance-type` (required).
+//!   `gpu-slicer.io/instance-type` (required);
+//! - cpu and memory per replica: the pod's requests as the scheduler counts them ([`pod_requests`]);
+//!   absent, the plan does not check the hosts for that workload and says so.
 //!
 //! Workloads without what the planner needs are skipped, each with the reason.
 
@@ -43,6 +45,74 @@ fn gpus_of(containers: Option<&Value>) -> Vec<u64> {
             }
         })
         .collect()
+}
+
+/// A quantity in a resource list: a string (`"500m"`) or a bare JSON number (`2`).
+fn quantity_of(
+    list: Option<&Value>,
+    resource: &str,
+    parse: fn(&str) -> Option<u128>,
+) -> Option<u128> {
+    match list?.get(resource)? {
+        Value::String(s) => parse(s),
+        Value::Number(n) => parse(&n.to_string()),
+        _ => None,
+    }
+}
+
+/// One container's request: `requests`, else `limits` (the API server defaults a missing request to
+/// the limit when it creates the pod).
+fn container_request(c: &Value, resource: &str, parse: fn(&str) -> Option<u128>) -> Option<u128> {
+    quantity_of(c.pointer("/resources/requests"), resource, parse)
+        .or_else(|| quantity_of(c.pointer("/resources/limits"), resource, parse))
+}
+
+/// What the scheduler reserves for one pod of `spec` for `resource`, as
+/// k8s.io/component-helpers/resource `PodRequests` computes it: the containers' sum (sidecars, the init
+/// containers with `restartPolicy: Always`, included), or the largest init container plus the sidecars
+/// started before it if that is larger, plus `spec.overhead`. `None` when no container states it.
+fn pod_request(spec: &Value, resource: &str, parse: fn(&str) -> Option<u128>) -> Option<u128> {
+    let list = |key: &str| {
+        spec.get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut stated = false;
+    let mut sum = 0u128;
+    for c in list("containers") {
+        if let Some(v) = container_request(&c, resource, parse) {
+            stated = true;
+            sum += v;
+        }
+    }
+    let mut sidecars = 0u128;
+    let mut init_peak = 0u128;
+    for c in list("initContainers") {
+        let v = container_request(&c, resource, parse);
+        stated |= v.is_some();
+        let v = v.unwrap_or(0);
+        if c.get("restartPolicy").and_then(Value::as_str) == Some("Always") {
+            sum += v;
+            sidecars += v;
+            init_peak = init_peak.max(sidecars);
+        } else {
+            init_peak = init_peak.max(v + sidecars);
+        }
+    }
+    let overhead = quantity_of(spec.get("overhead"), resource, parse);
+    if !stated && overhead.is_none() {
+        return None;
+    }
+    Some(sum.max(init_peak) + overhead.unwrap_or(0))
+}
+
+/// The cpu (millicores) and memory (bytes) the scheduler reserves for one pod of `spec`.
+pub fn pod_requests(spec: &Value) -> (Option<u64>, Option<u128>) {
+    let cpu = pod_request(spec, "cpu", quantity::parse_milli)
+        .map(|m| u64::try_from(m).unwrap_or(u64::MAX));
+    let memory = pod_request(spec, "memory", quantity::parse);
+    (cpu, memory)
 }
 
 /// Builds workloads from Deployment / StatefulSet / Job objects; returns them and the skipped ones with
@@ -116,6 +186,7 @@ pub fn workloads_from_objects(objects: &[Value]) -> (Vec<Workload>, Vec<String>)
             ));
             continue;
         };
+        let (cpu_millis, memory) = pod_requests(spec);
         out.push(Workload {
             name: format!("{}-{name}", kind.to_ascii_lowercase()),
             namespace: namespace.to_string(),
@@ -125,6 +196,8 @@ pub fn workloads_from_objects(objects: &[Value]) -> (Vec<Workload>, Vec<String>)
             isolation,
             current_instance_type: instance.to_string(),
             gpus_per_replica: u32::try_from(gpus).unwrap_or(u32::MAX),
+            cpu_millis: cpu_millis.filter(|c| *c > 0),
+            memory: memory.filter(|m| *m > 0),
         });
     }
     (out, skipped)

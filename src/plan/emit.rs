@@ -13,7 +13,7 @@ use crate::catalog;
 use crate::gpu_operator::{GpuOperatorConfigs, MigConfigs};
 use crate::karpenter::{self, DEVICE_PLUGIN_CONFIG_LABEL, MIG_CONFIG_LABEL};
 use crate::nodepool::{NodePool, NodePoolIndex};
-use crate::policy::Policy;
+use crate::policy::{Policy, WHOLE_GPU};
 
 /// The shared resource name the emitted device plugin configs advertise (`renameByDefault: true`).
 pub const SHARED_RESOURCE: &str = "nvidia.com/gpu.shared";
@@ -84,6 +84,13 @@ pub fn emit(plan: &Plan, dir: &Path) -> Result<Emitted, String> {
                     json!({"name": w.namespace, "namespaces": [w.namespace], "action": "mig",
                     "mig": {"profile": p, "allowedProfiles": [p]}, "nodePool": pool})
                 }
+                // Pods ask for nvidia.com/mig-<profile>.shared, as the pool's renamed config advertises.
+                Layout::MigTimeslice(p, _) => {
+                    json!({"name": w.namespace, "namespaces": [w.namespace], "action": "mig",
+                    "mig": {"profile": p, "allowedProfiles": [p], "strategy": "mixed",
+                        "timeSlicing": {"renameByDefault": true}},
+                    "nodePool": pool})
+                }
                 Layout::Timeslice(_) => {
                     json!({"name": w.namespace, "namespaces": [w.namespace], "action": "timeslice",
                     "shared": {"resourceName": SHARED_RESOURCE}, "nodePool": pool})
@@ -106,17 +113,13 @@ pub fn emit(plan: &Plan, dir: &Path) -> Result<Emitted, String> {
         .map(|g| {
             let it = catalog::instance_type(g.instance_type);
             let mut labels = serde_json::Map::new();
-            match g.layout_kind {
-                Layout::Mig(_) => {
-                    labels.insert(MIG_CONFIG_LABEL.into(), json!(g.layout));
-                }
-                Layout::Timeslice(_) => {
-                    labels.insert(DEVICE_PLUGIN_CONFIG_LABEL.into(), json!(g.layout));
-                }
-                Layout::Whole(_) if it.is_some_and(|t| t.gpu.supports_mig()) => {
-                    labels.insert(MIG_CONFIG_LABEL.into(), json!("all-disabled"));
-                }
-                Layout::Whole(_) => {}
+            if let Some(mig) = g.layout_kind.mig_config() {
+                labels.insert(MIG_CONFIG_LABEL.into(), json!(mig));
+            } else if it.is_some_and(|t| t.gpu.supports_mig()) {
+                labels.insert(MIG_CONFIG_LABEL.into(), json!("all-disabled"));
+            }
+            if let Some(plugin) = g.layout_kind.plugin_config() {
+                labels.insert(DEVICE_PLUGIN_CONFIG_LABEL.into(), json!(plugin));
             }
             json!({"apiVersion": "karpenter.sh/v1", "kind": "NodePool",
                 "metadata": {"name": nodepool_name(g.instance_type, &g.layout_kind)},
@@ -156,24 +159,28 @@ pub fn emit(plan: &Plan, dir: &Path) -> Result<Emitted, String> {
         "version: v1\nflags:\n  migStrategy: mixed\n".to_string(),
     );
     for g in &plan.after.nodes {
-        match g.layout_kind {
-            Layout::Mig(_) => {
-                let entries = defaults
-                    .configs
-                    .get(&g.layout)
-                    .cloned()
-                    .ok_or_else(|| format!("no default mig-parted config {}", g.layout))?;
-                mig_configs.insert(g.layout.clone(), entries);
-            }
-            Layout::Timeslice(n) => {
-                plugin.insert(
-                    g.layout.clone(),
-                    format!(
-                        "version: v1\nflags:\n  migStrategy: none\nsharing:\n  timeSlicing:\n    renameByDefault: true\n    failRequestsGreaterThanOne: true\n    resources:\n      - name: nvidia.com/gpu\n        replicas: {n}\n"
-                    ),
-                );
-            }
-            Layout::Whole(_) => {}
+        if let Some(mig) = g.layout_kind.mig_config() {
+            let entries = defaults
+                .configs
+                .get(&mig)
+                .cloned()
+                .ok_or_else(|| format!("no default mig-parted config {mig}"))?;
+            mig_configs.insert(mig, entries);
+        }
+        // Time-slicing on MIG needs the mixed strategy: each slice is its own resource to share.
+        let shared = match g.layout_kind {
+            Layout::Timeslice(n) => Some((WHOLE_GPU.to_string(), "none", n)),
+            Layout::MigTimeslice(p, n) => Some((format!("nvidia.com/mig-{p}"), "mixed", n)),
+            _ => None,
+        };
+        if let (Some((resource, strategy, n)), Some(name)) = (shared, g.layout_kind.plugin_config())
+        {
+            plugin.insert(
+                name,
+                format!(
+                    "version: v1\nflags:\n  migStrategy: {strategy}\nsharing:\n  timeSlicing:\n    renameByDefault: true\n    failRequestsGreaterThanOne: true\n    resources:\n      - name: {resource}\n        replicas: {n}\n"
+                ),
+            );
         }
     }
     let mig_text = serde_norway::to_string(&json!({"version": "v1", "mig-configs": mig_configs}))

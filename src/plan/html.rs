@@ -96,6 +96,11 @@ pub fn render(plan: &Plan) -> String {
             Layout::Mig(p) => catalog::instance_type(g.instance_type)
                 .and_then(|t| t.gpu.mig_profile(p))
                 .map_or(String::new(), |m| format!("{} x {p}", m.max_per_gpu)),
+            Layout::MigTimeslice(p, n) => catalog::instance_type(g.instance_type)
+                .and_then(|t| t.gpu.mig_profile(p))
+                .map_or(String::new(), |m| {
+                    format!("{} x {p}, each time-shared by {n}", m.max_per_gpu)
+                }),
             Layout::Timeslice(n) => format!("{n} time-sliced replicas"),
             Layout::Whole(per) => format!("whole ({per} per replica)"),
         };
@@ -111,17 +116,33 @@ pub fn render(plan: &Plan) -> String {
         ));
     }
     let mut workloads = String::new();
-    for w in &plan.workloads {
+    for (i, w) in plan.workloads.iter().enumerate() {
+        let requests = match (w.cpu_millis, w.memory_bytes) {
+            (None, None) => "not given: host not checked".to_string(),
+            (c, m) => format!(
+                "{} vCPU, {}",
+                c.map_or("-".into(), super::cpu_text),
+                m.map_or("-".into(), |m| super::memory_text(u128::from(m)))
+            ),
+        };
         workloads.push_str(&format!(
-            "<tr><td>{}/{}</td><td class=n>{}</td><td>{} {}</td><td>{}</td></tr>\n",
+            "<tr><td>{}/{}</td><td class=n>{}</td><td>{}</td><td>{} {}</td><td id=\"per-node-{i}\">{} by {}</td><td>{}</td></tr>\n",
             esc(&w.namespace),
             esc(&w.name),
             w.replicas,
+            esc(&requests),
             esc(w.instance_type),
             esc(&w.layout.name()),
+            w.replicas_per_node,
+            w.binding_resource.label(),
             esc(&w.reason)
         ));
     }
+    let warnings: String = plan
+        .warnings
+        .iter()
+        .map(|w| format!("<li>{}</li>", esc(w)))
+        .collect();
     let unpriced = if plan.before.unpriced.is_empty() {
         String::new()
     } else {
@@ -164,17 +185,19 @@ td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
 {usage_svg}
 <h2>Workloads</h2>
 <table>
-<tr><th>workload</th><th>replicas</th><th>runs on</th><th>why</th></tr>
+<tr><th>workload</th><th>replicas</th><th>requests per replica</th><th>runs on</th><th>replicas per node, limited by</th><th>why</th></tr>
 {workloads}</table>
 <h2>Assumptions</h2>
 <ul>
 <li>On-demand prices, {region}, as of {asof} (Karpenter's generated pricing); {hours} hours a month.</li>
-<li>Memory is modelled: a MIG slice's real memory, or a whole GPU's, must hold each replica's peak GPU memory; a time-sliced replica also loses its CUDA context overhead.</li>
+<li>GPU memory is modelled: a MIG slice's real memory, or a whole GPU's, must hold each replica's peak GPU memory; a time-sliced replica also loses its CUDA context overhead.</li>
+<li>Hosts are modelled: a node holds as many replicas as its GPU slots, its allocatable vCPU and its allocatable memory all allow. Allocatable is the instance's size less what Karpenter subtracts (VM overhead 7.5% of memory, kube-reserved CPU and memory, the 100Mi eviction threshold) less {reserve_cpu} vCPU and {reserve_mem} per node for DaemonSets (GPU Operator, CNI, kube-proxy, logging). Instance sizes: {sizes}.</li>
 <li>Isolation is modelled: workloads that ask for memory isolation get a MIG slice or whole GPUs, never time-slicing.</li>
 <li>Compute is not modelled: a slice gets a fraction of the GPU's compute and time-sliced replicas share it; check latency-critical workloads under load.</li>
-<li>A node runs one layout on all its GPUs; workloads that picked the same instance type and layout share nodes.</li>
-<li>“Before” is each workload's current placement on whole GPUs, as it runs today.</li>
+<li>A node runs one layout on all its GPUs; workloads that picked the same instance type and layout share nodes, packed so that no node exceeds its GPU slots, vCPU or memory.</li>
+<li>“Before” is each workload's current placement on whole GPUs, as it runs today, within the same host limits.</li>
 {unpriced}
+{warnings}
 </ul>
 </body>
 </html>
@@ -192,6 +215,9 @@ td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
         region = catalog::PRICES_REGION,
         asof = catalog::PRICES_AS_OF,
         hours = HOURS_PER_MONTH,
+        reserve_cpu = super::cpu_text(plan.node_reserve.cpu_millis),
+        reserve_mem = super::memory_text(u128::from(plan.node_reserve.memory_bytes)),
+        sizes = esc(catalog::SIZES_AS_OF),
     )
 }
 

@@ -113,3 +113,12 @@ pub fn resource_keys(pod: &Value) -> Vec<String> {
     keys.dedup();
     keys
 }
+
+/// Runs the `gpu-slicer` binary in the repository root with these arguments.
+pub fn gpu_slicer_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_gpu-slicer"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the gpu-slicer binary runs")
+}

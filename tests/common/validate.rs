@@ -106,6 +106,12 @@ pub fn core_object(obj: &Value) -> Option<Result<Vec<String>, String>> {
             ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
                 roundtrip::<rbac::ClusterRoleBinding>(obj)
             }
+            ("resource.k8s.io/v1", "DeviceClass") => {
+                roundtrip::<k8s_openapi::api::resource::v1::DeviceClass>(obj)
+            }
+            ("resource.k8s.io/v1", "ResourceClaimTemplate") => {
+                roundtrip::<k8s_openapi::api::resource::v1::ResourceClaimTemplate>(obj)
+            }
             ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") => {
                 roundtrip::<adm::MutatingWebhookConfiguration>(obj)
             }

@@ -1,0 +1,409 @@
+//! The ResourceClaimTemplate controller (cluster mode, `backend: dra`) against a local HTTP server that
+//! speaks the API server's wire format for what the controller uses: Namespace list and watch,
+//! ResourceClaimTemplate list and watch (all namespaces, label selector), server-side apply (PATCH
+//! `application/apply-patch+yaml`) and DELETE. Every write is recorded, so the tests show the controller
+//! creates, updates and deletes exactly its own templates and touches nothing else.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use common::*;
+use gpu_slicer::admission::StaticFacts;
+use gpu_slicer::metrics::Metrics;
+use gpu_slicer::nodepool::NodePoolIndex;
+use gpu_slicer::policy::Policy;
+use gpu_slicer::server::{App, Limits};
+use serde_json::{Value, json};
+
+#[derive(Default)]
+struct Store {
+    rv: u64,
+    namespaces: BTreeMap<String, Value>,
+    /// (namespace, name) -> object.
+    templates: BTreeMap<(String, String), Value>,
+    /// `PATCH ns/name`, `DELETE ns/name`: every write, in order.
+    writes: Vec<String>,
+}
+
+struct Fake {
+    store: Mutex<Store>,
+    ns_events: tokio::sync::broadcast::Sender<String>,
+    tpl_events: tokio::sync::broadcast::Sender<String>,
+}
+
+impl Fake {
+    fn next_rv(store: &mut Store) -> String {
+        store.rv += 1;
+        store.rv.to_string()
+    }
+
+    fn set_namespace(&self, name: &str, labels: Value) {
+        let mut s = self.store.lock().unwrap();
+        let rv = Fake::next_rv(&mut s);
+        let kind = if s.namespaces.contains_key(name) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "uid": format!("uid-{name}"), "resourceVersion": rv, "labels": labels}});
+        s.namespaces.insert(name.to_string(), obj.clone());
+        let _ = self
+            .ns_events
+            .send(json!({"type": kind, "object": obj}).to_string());
+    }
+
+    fn put_template(&self, ns: &str, obj: Value) {
+        let mut s = self.store.lock().unwrap();
+        let rv = Fake::next_rv(&mut s);
+        let mut obj = obj;
+        obj["metadata"]["resourceVersion"] = json!(rv);
+        obj["metadata"]["namespace"] = json!(ns);
+        let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+        let kind = if s.templates.contains_key(&(ns.to_string(), name.clone())) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        s.templates.insert((ns.to_string(), name), obj.clone());
+        let _ = self
+            .tpl_events
+            .send(json!({"type": kind, "object": obj}).to_string());
+    }
+
+    fn templates_in(&self, ns: &str) -> BTreeMap<String, Value> {
+        let s = self.store.lock().unwrap();
+        s.templates
+            .iter()
+            .filter(|((n, _), _)| n == ns)
+            .map(|((_, name), v)| (name.clone(), v.clone()))
+            .collect()
+    }
+
+    fn writes(&self) -> Vec<String> {
+        self.store.lock().unwrap().writes.clone()
+    }
+}
+
+fn respond(status: StatusCode, body: Value) -> Response {
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn matches(obj: &Value, selector: Option<&String>) -> bool {
+    selector.is_none_or(|sel| {
+        sel.split(',').all(|term| match term.split_once('=') {
+            Some((k, v)) => obj["metadata"]["labels"][k] == v,
+            None => true,
+        })
+    })
+}
+
+fn watch(rx: tokio::sync::broadcast::Receiver<String>) -> Response {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await {
+            Ok(line) => Some((Ok::<_, std::convert::Infallible>(format!("{line}\n")), rx)),
+            Err(_) => None,
+        }
+    });
+    Body::from_stream(stream).into_response()
+}
+
+async fn namespaces(
+    State(f): State<Arc<Fake>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
+        return watch(f.ns_events.subscribe());
+    }
+    let s = f.store.lock().unwrap();
+    let items: Vec<Value> = s.namespaces.values().cloned().collect();
+    respond(
+        StatusCode::OK,
+        json!({"kind": "NamespaceList", "apiVersion": "v1", "metadata": {"resourceVersion": s.rv.to_string()}, "items": items}),
+    )
+}
+
+fn template_list(s: &Store, ns: Option<&str>, selector: Option<&String>) -> Response {
+    let items: Vec<Value> = s
+        .templates
+        .iter()
+        .filter(|((n, _), v)| ns.is_none_or(|ns| ns == n) && matches(v, selector))
+        .map(|(_, v)| v.clone())
+        .collect();
+    respond(
+        StatusCode::OK,
+        json!({"kind": "ResourceClaimTemplateList", "apiVersion": "resource.k8s.io/v1", "metadata": {"resourceVersion": s.rv.to_string()}, "items": items}),
+    )
+}
+
+async fn all_templates(
+    State(f): State<Arc<Fake>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
+        return watch(f.tpl_events.subscribe());
+    }
+    template_list(&f.store.lock().unwrap(), None, q.get("labelSelector"))
+}
+
+async fn ns_templates(
+    State(f): State<Arc<Fake>>,
+    Path(ns): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    template_list(&f.store.lock().unwrap(), Some(&ns), q.get("labelSelector"))
+}
+
+async fn apply(
+    State(f): State<Arc<Fake>>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    assert_eq!(
+        headers["content-type"], "application/apply-patch+yaml",
+        "server-side apply"
+    );
+    assert_eq!(
+        q.get("fieldManager").map(String::as_str),
+        Some("gpu-slicer")
+    );
+    let obj: Value = serde_json::from_slice(&body).expect("apply body is JSON");
+    assert_eq!(obj["metadata"]["name"], name.as_str());
+    f.store
+        .lock()
+        .unwrap()
+        .writes
+        .push(format!("PATCH {ns}/{name}"));
+    f.put_template(&ns, obj);
+    let stored = f.templates_in(&ns)[&name].clone();
+    respond(StatusCode::OK, stored)
+}
+
+async fn delete(State(f): State<Arc<Fake>>, Path((ns, name)): Path<(String, String)>) -> Response {
+    let mut s = f.store.lock().unwrap();
+    s.writes.push(format!("DELETE {ns}/{name}"));
+    let Some(obj) = s.templates.remove(&(ns.clone(), name.clone())) else {
+        return respond(
+            StatusCode::NOT_FOUND,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "metadata": {}}),
+        );
+    };
+    Fake::next_rv(&mut s);
+    let _ = f
+        .tpl_events
+        .send(json!({"type": "DELETED", "object": obj}).to_string());
+    respond(StatusCode::OK, obj)
+}
+
+async fn start() -> (SocketAddr, Arc<Fake>) {
+    let fake = Arc::new(Fake {
+        store: Mutex::new(Store::default()),
+        ns_events: tokio::sync::broadcast::channel(256).0,
+        tpl_events: tokio::sync::broadcast::channel(256).0,
+    });
+    let router = axum::Router::new()
+        .route("/api/v1/namespaces", get(namespaces))
+        .route(
+            "/apis/resource.k8s.io/v1/resourceclaimtemplates",
+            get(all_templates),
+        )
+        .route(
+            "/apis/resource.k8s.io/v1/namespaces/{ns}/resourceclaimtemplates",
+            get(ns_templates),
+        )
+        .route(
+            "/apis/resource.k8s.io/v1/namespaces/{ns}/resourceclaimtemplates/{name}",
+            axum::routing::patch(apply).delete(delete),
+        )
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (addr, fake)
+}
+
+fn policy(rules: &str) -> Policy {
+    Policy::parse(
+        &format!(
+            "apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec:\n  rules:\n{rules}"
+        ),
+        "policy.yaml",
+    )
+    .unwrap()
+}
+
+const MIG: &str = "  - {name: infer, namespaces: [infer-*], action: mig, backend: dra, mig: {profile: 1g.10gb}}\n";
+const LABELLED: &str = "  - {name: train, namespaceSelector: {matchLabels: {gpu: dra}}, action: exclusive, backend: dra, maxPerContainer: 2}\n";
+
+/// Starts the controller (via `spawn_when_needed`) for an app holding `policy`, against the fake API.
+fn start_controller(
+    addr: SocketAddr,
+    policy: Policy,
+    every: Duration,
+) -> (Arc<App>, tokio::task::JoinHandle<()>) {
+    let app = App::new(
+        StaticFacts {
+            policy,
+            pools: NodePoolIndex::default(),
+        },
+        Metrics::new(),
+        Limits::default(),
+    );
+    let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+    let client = kube::Client::try_from(config).unwrap();
+    let handle = gpu_slicer::dra_sync::spawn_when_needed(client, app.clone(), every);
+    (app, handle)
+}
+
+/// Waits until `check` holds (the controller works asynchronously); fails after 10 s.
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn names(map: &BTreeMap<String, Value>) -> Vec<&str> {
+    map.keys().map(String::as_str).collect()
+}
+
+#[tokio::test]
+async fn templates_follow_the_policy_and_the_namespaces_and_nothing_else_is_touched() {
+    let (addr, fake) = start().await;
+    fake.set_namespace("infer-a", json!({}));
+    fake.set_namespace("team-b", json!({}));
+    fake.set_namespace("other", json!({}));
+    // Someone else's template, and a stale one of ours where no rule needs it any more.
+    fake.put_template("infer-a", json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate", "metadata": {"name": "theirs", "labels": {"team": "x"}}, "spec": {"spec": {"devices": {"requests": []}}}}));
+    fake.put_template("other", json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate", "metadata": {"name": "gpu-slicer-gpu", "labels": {"app.kubernetes.io/managed-by": "gpu-slicer"}}, "spec": {"spec": {"devices": {"requests": []}}}}));
+
+    let (app, controller) = start_controller(
+        addr,
+        policy(&format!("{MIG}{LABELLED}")),
+        Duration::from_millis(50),
+    );
+
+    // Created where a DRA rule matches; the stale one deleted; theirs untouched.
+    eventually("infer-a has its template", || {
+        fake.templates_in("infer-a")
+            .contains_key("gpu-slicer-mig-1g.10gb")
+    })
+    .await;
+    eventually("the stale template is gone", || {
+        fake.templates_in("other").is_empty()
+    })
+    .await;
+    assert_eq!(
+        names(&fake.templates_in("infer-a")),
+        vec!["gpu-slicer-mig-1g.10gb", "theirs"]
+    );
+    assert!(fake.templates_in("team-b").is_empty());
+    let t = &fake.templates_in("infer-a")["gpu-slicer-mig-1g.10gb"];
+    assert_eq!(
+        t["spec"]["spec"]["devices"]["requests"][0]["exactly"]["deviceClassName"],
+        "mig.nvidia.com"
+    );
+    common::validate::roundtrip::<k8s_openapi::api::resource::v1::ResourceClaimTemplate>(t)
+        .unwrap();
+
+    // A namespace gains the label a DRA rule selects on: its templates appear.
+    fake.set_namespace("team-b", json!({"gpu": "dra"}));
+    eventually("team-b has two templates", || {
+        fake.templates_in("team-b").len() == 2
+    })
+    .await;
+    assert_eq!(
+        names(&fake.templates_in("team-b")),
+        vec!["gpu-slicer-gpu", "gpu-slicer-gpu-x2"]
+    );
+
+    // The policy changes (live reload): the mig rule allows another profile, the labelled rule goes.
+    app.replace_policy(policy(
+        "  - {name: infer, namespaces: [infer-*], action: mig, backend: dra, mig: {profile: 1g.10gb, allowedProfiles: [1g.10gb, 2g.20gb]}}\n",
+    ));
+    eventually("infer-a gets 2g.20gb", || {
+        fake.templates_in("infer-a")
+            .contains_key("gpu-slicer-mig-2g.20gb")
+    })
+    .await;
+    eventually("team-b's templates are deleted", || {
+        fake.templates_in("team-b").is_empty()
+    })
+    .await;
+
+    // Drift: somebody deletes one of ours; it comes back.
+    fake.store
+        .lock()
+        .unwrap()
+        .writes
+        .push("(test) DELETE infer-a/gpu-slicer-mig-1g.10gb".into());
+    {
+        let obj = fake.templates_in("infer-a")["gpu-slicer-mig-1g.10gb"].clone();
+        fake.store
+            .lock()
+            .unwrap()
+            .templates
+            .remove(&("infer-a".into(), "gpu-slicer-mig-1g.10gb".into()));
+        let _ = fake
+            .tpl_events
+            .send(json!({"type": "DELETED", "object": obj}).to_string());
+    }
+    eventually("the deleted template is restored", || {
+        fake.templates_in("infer-a")
+            .contains_key("gpu-slicer-mig-1g.10gb")
+    })
+    .await;
+
+    // Every write was to a template gpu-slicer manages; theirs was never written.
+    let writes = fake.writes();
+    assert!(
+        writes.iter().all(|w| w.contains("/gpu-slicer-")),
+        "{writes:?}"
+    );
+    assert!(
+        writes.contains(&"DELETE other/gpu-slicer-gpu".to_string()),
+        "{writes:?}"
+    );
+    assert!(!writes.iter().any(|w| w.contains("theirs")), "{writes:?}");
+    // Nothing rewritten that was already right: each template applied once per change.
+    let applies_1g = writes
+        .iter()
+        .filter(|w| *w == "PATCH infer-a/gpu-slicer-mig-1g.10gb")
+        .count();
+    assert_eq!(
+        applies_1g, 2,
+        "created, then restored after the drift: {writes:?}"
+    );
+    controller.abort();
+}
+
+#[tokio::test]
+async fn without_dra_rules_the_controller_never_starts() {
+    let (addr, fake) = start().await;
+    fake.set_namespace("other", json!({}));
+    fake.put_template("other", json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate", "metadata": {"name": "gpu-slicer-gpu", "labels": {"app.kubernetes.io/managed-by": "gpu-slicer"}}, "spec": {"spec": {"devices": {"requests": []}}}}));
+    let (_app, controller) = start_controller(addr, example_policy(), Duration::from_millis(20));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(fake.writes().is_empty());
+    assert_eq!(fake.templates_in("other").len(), 1);
+    controller.abort();
+}
