@@ -373,9 +373,8 @@ impl NoPolicy {
 pub struct GpuOperator {
     /// The ClusterPolicy's name.
     pub cluster_policy: String,
-    /// Its `spec.mig.strategy` (`single` | `mixed`), when set.
-    pub mig_strategy: Option<String>,
-    /// mig-parted and device plugin configs (the defaults where the ClusterPolicy names none).
+    /// mig-parted and device plugin configs (the defaults where the ClusterPolicy names none), and the
+    /// ClusterPolicy's `spec.mig.strategy`.
     pub configs: GpuOperatorConfigs,
     /// Whether device plugin configs were read (a ClusterPolicy without `devicePlugin.config`
     /// has none: every node runs the plugin's built-in default).
