@@ -337,8 +337,9 @@ impl GpuOperatorConfigs {
         GpuOperatorConfigs::from_documents(docs)
     }
 
-    /// Recognises ConfigMaps among `(origin, object)` pairs (files' documents, or objects read from a
-    /// cluster) by content, as [`GpuOperatorConfigs::from_dir`] does.
+    /// Recognises ConfigMaps by content, and the operator's MIG strategy from a ClusterPolicy or Helm
+    /// values, among `(origin, object)` pairs: files' documents ([`GpuOperatorConfigs::from_dir`]) or
+    /// objects read from a cluster (`doctor`).
     pub fn from_documents(
         docs: impl IntoIterator<Item = (String, serde_json::Value)>,
     ) -> Result<GpuOperatorConfigs, ConfigError> {

@@ -15,6 +15,7 @@ use super::snapshot::{
 };
 use super::{Finding, Severity};
 use crate::check;
+use crate::gpu_operator::DeviceMigStrategy;
 use crate::karpenter::{DEVICE_PLUGIN_CONFIG_LABEL, MIG_CONFIG_LABEL};
 use crate::nodepool::{INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, NodePool, NodePoolIndex, Requirement};
 use crate::policy::{Action, DefaultAction, MIG_PREFIX, WHOLE_GPU};
@@ -297,18 +298,13 @@ fn likely_cause(s: &ClusterSnapshot, node: &NodeInfo, resource: &str) -> (String
         }
         if slices.is_empty() && whole > 0 {
             let plugin_name = plugin_config.unwrap_or("default");
-            let plugin_single = ops
-                .and_then(|o| o.configs.device_plugin.get(plugin_name))
-                .and_then(|(c, _)| c.flags.as_ref()?.mig_strategy.as_deref())
-                == Some("single");
-            let why = if ops.and_then(|o| o.mig_strategy.as_deref()) == Some("single") {
-                "the GPU Operator runs the single MIG strategy (ClusterPolicy spec.mig.strategy=single), which advertises slices as nvidia.com/gpu".to_string()
-            } else if plugin_single {
-                format!(
-                    "device plugin config {plugin_name} has flags.migStrategy: single, which advertises slices as nvidia.com/gpu"
-                )
-            } else {
-                "the device plugin advertises slices as nvidia.com/gpu (the single MIG strategy), or MIG is off".to_string()
+            let effective = ops.and_then(|o| o.configs.mig_strategy(plugin_config));
+            let why = match effective {
+                Some(e) if e.strategy == DeviceMigStrategy::Single => format!(
+                    "{} is single, which advertises slices as nvidia.com/gpu",
+                    e.source
+                ),
+                _ => "the device plugin advertises slices as nvidia.com/gpu (the single MIG strategy), or MIG is off".to_string(),
             };
             return (
                 format!(
@@ -328,6 +324,22 @@ fn likely_cause(s: &ClusterSnapshot, node: &NodeInfo, resource: &str) -> (String
                 format!(
                     "use a MIG config that makes {} in {pool_hint}, or regenerate the NodeOverlays (`gpu-slicer karpenter overlays`)",
                     resource.trim_start_matches(MIG_PREFIX)
+                ),
+            );
+        }
+    } else if resource == WHOLE_GPU {
+        let slices = node
+            .allocatable
+            .iter()
+            .any(|(k, n)| k.starts_with(MIG_PREFIX) && *n > 0);
+        if slices {
+            return (
+                format!(
+                    "the node advertises its MIG slices under their own names ({advertises}) where {WHOLE_GPU} was expected: its device plugin runs the mixed strategy, and a pool for a rule with mig.strategy single needs single"
+                ),
+                format!(
+                    "run the single strategy on this pool's nodes (flags.migStrategy: single in device plugin config {}; a ClusterPolicy spec.mig.strategy outranks it), or set mig.strategy: mixed on the policy rule",
+                    plugin_config.unwrap_or("default")
                 ),
             );
         }
@@ -537,7 +549,8 @@ pub fn overlay_matches_nothing(s: &ClusterSnapshot) -> Vec<Finding> {
 }
 
 fn why_no_match(o: &OverlayInfo, pools: &[NodePool]) -> (String, String) {
-    let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+    let mut names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+    names.sort_unstable();
     for r in &o.requirements {
         if r.key == NODEPOOL_LABEL && r.operator == "In" {
             let missing: Vec<&String> = r
@@ -939,8 +952,15 @@ pub fn pod_not_rewritten(s: &ClusterSnapshot) -> Vec<Finding> {
             continue;
         };
         let slices = matches!(rule.action, Action::Mig | Action::Timeslice | Action::Mps);
-        // A shared rule whose resource is nvidia.com/gpu itself keeps the request (only routes).
-        if !slices || rule.shared_resource.as_deref() == Some(WHOLE_GPU) {
+        // A rule whose resource is nvidia.com/gpu itself (a shared resource without rename, MIG's
+        // single strategy) keeps the request: such pods are indistinguishable here.
+        let keeps_whole = rule.shared_resource.as_deref() == Some(WHOLE_GPU)
+            || (rule.action == Action::Mig
+                && rule
+                    .mig_profile
+                    .as_deref()
+                    .is_some_and(|p| rule.mig_resource(p) == WHOLE_GPU));
+        if !slices || keeps_whole {
             continue;
         }
         if pod.opted_out && rule.allow_opt_out {
@@ -1446,7 +1466,6 @@ mod tests {
             }),
             gpu_operator: Read::Found(GpuOperator {
                 cluster_policy: "cluster-policy".into(),
-                mig_strategy: Some("mixed".into()),
                 configs: GpuOperatorConfigs::from_dir(&repo("manifests/gpu-operator")).unwrap(),
                 device_plugin_known: true,
             }),
@@ -1552,6 +1571,88 @@ mod tests {
     }
 
     #[test]
+    fn the_effective_mig_strategy_is_named_where_it_comes_from() {
+        let mut s = healthy();
+        let mut configs = GpuOperatorConfigs::from_documents([(
+            "the cluster".to_string(),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "device-plugin-config"},
+                   "data": {"mig-single": "version: v1\nflags:\n  migStrategy: single\n"}}),
+        )])
+        .unwrap();
+        configs.operator_mig_strategy = None;
+        s.gpu_operator = Read::Found(GpuOperator {
+            cluster_policy: "cluster-policy".into(),
+            configs,
+            device_plugin_known: true,
+        });
+        let mut n = mig_node("ip-10-0-1-9.ec2.internal");
+        n["metadata"]["labels"]["nvidia.com/device-plugin.config"] = json!("mig-single");
+        n["status"]["allocatable"] = json!({"nvidia.com/gpu": "56"});
+        s.nodes = vec![node(n)];
+        s.node_claims = Read::Found(vec![claim(
+            "gpu-mig-q8w4z",
+            "ip-10-0-1-9.ec2.internal",
+            not_registered("nvidia.com/mig-1g.10gb", 30),
+        )]);
+        let f = nodeclaim_resource_not_registered(&s, &options());
+        assert!(
+            f[0].message
+                .contains("flags.migStrategy of device plugin config mig-single is single"),
+            "{}",
+            f[0].message
+        );
+        // The other way round: a single-strategy pool's node that runs mixed.
+        s.nodes = vec![node(mig_node("ip-10-0-1-9.ec2.internal"))];
+        s.node_claims = Read::Found(vec![claim(
+            "gpu-mig-q8w4z",
+            "ip-10-0-1-9.ec2.internal",
+            not_registered("nvidia.com/gpu", 30),
+        )]);
+        let f = nodeclaim_resource_not_registered(&s, &options());
+        assert!(
+            f[0].message.contains("runs the mixed strategy"),
+            "{}",
+            f[0].message
+        );
+        assert!(
+            f[0].fix.contains("flags.migStrategy: single"),
+            "{}",
+            f[0].fix
+        );
+    }
+
+    #[test]
+    fn pods_of_a_single_strategy_rule_keep_nvidia_com_gpu_and_are_not_reported() {
+        let mut s = healthy();
+        let policy = Policy::parse(
+            "apiVersion: gpu-slicer.io/v1alpha1
+kind: SlicingPolicy
+spec:
+  rules:
+  - name: single-mig
+    namespaces: [ml-inference]
+    action: mig
+    mig: {profile: 1g.10gb, strategy: single}
+",
+            "inline",
+        )
+        .unwrap();
+        s.policy = Ok(LoadedPolicy {
+            policy,
+            source: "--policy inline".into(),
+            object: "SlicingPolicy/inline".into(),
+        });
+        s.pods.push(pod(gpu_pod(
+            "ml-inference",
+            "x",
+            "Running",
+            json!({"nvidia.com/gpu": "1"}),
+            json!({}),
+        )));
+        assert!(pod_not_rewritten(&s).is_empty());
+    }
+
+    #[test]
     fn a_shared_resource_node_with_an_unknown_device_plugin_config_is_named() {
         let mut s = healthy();
         s.nodes = vec![node(json!({
@@ -1648,6 +1749,34 @@ mod tests {
         assert!(
             f[0].message
                 .contains("allow only p4de.24xlarge, p5.48xlarge"),
+            "{}",
+            f[0].message
+        );
+    }
+
+    #[test]
+    fn an_overlay_selecting_on_a_nodepool_requirement_key_matches_nothing() {
+        let mut s = healthy();
+        let mut o = shipped_overlays();
+        // capacity-type is an instance-type label (may match); a key only in the NodePool's
+        // spec.requirements is not visible to overlays.
+        o[0].requirements.push(Requirement {
+            key: "example.com/team".into(),
+            operator: "In".into(),
+            values: vec!["ml".into()],
+        });
+        o[1].requirements.push(Requirement {
+            key: "karpenter.sh/capacity-type".into(),
+            operator: "In".into(),
+            values: vec!["on-demand".into()],
+        });
+        s.node_overlays = Read::Found(o);
+        let f = overlay_matches_nothing(&s);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(f[0].object, "NodeOverlay/gpu-slicer-gpu-mig-p4de.24xlarge");
+        assert!(
+            f[0].message
+                .contains("requirement key example.com/team is neither"),
             "{}",
             f[0].message
         );

@@ -207,7 +207,11 @@ async fn gpu_operator(client: &Client) -> Read<GpuOperator> {
     let namespace = text("/status/namespace").unwrap_or_else(|| GPU_OPERATOR_NAMESPACE.to_string());
     let mig_name = text("/spec/migManager/config/name");
     let plugin_name = text("/spec/devicePlugin/config/name");
-    let mut docs = Vec::new();
+    // The ClusterPolicy itself: its spec.mig.strategy outranks the device plugin configs' own.
+    let mut cp_doc = cp.clone();
+    cp_doc["apiVersion"] = Value::from("nvidia.com/v1");
+    cp_doc["kind"] = Value::from("ClusterPolicy");
+    let mut docs = vec![("the cluster".to_string(), cp_doc)];
     let mut device_plugin_known = false;
     for (name, is_plugin) in [(mig_name, false), (plugin_name, true)] {
         let Some(name) = name else { continue };
@@ -226,7 +230,6 @@ async fn gpu_operator(client: &Client) -> Read<GpuOperator> {
     match GpuOperatorConfigs::from_documents(docs) {
         Ok(configs) => Read::Found(GpuOperator {
             cluster_policy: text("/metadata/name").unwrap_or_default(),
-            mig_strategy: text("/spec/mig/strategy"),
             configs,
             device_plugin_known,
         }),

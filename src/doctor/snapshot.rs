@@ -373,9 +373,8 @@ impl NoPolicy {
 pub struct GpuOperator {
     /// The ClusterPolicy's name.
     pub cluster_policy: String,
-    /// Its `spec.mig.strategy` (`single` | `mixed`), when set.
-    pub mig_strategy: Option<String>,
-    /// mig-parted and device plugin configs (the defaults where the ClusterPolicy names none).
+    /// mig-parted and device plugin configs (the defaults where the ClusterPolicy names none), and the
+    /// ClusterPolicy's `spec.mig.strategy`.
     pub configs: GpuOperatorConfigs,
     /// Whether device plugin configs were read (a ClusterPolicy without `devicePlugin.config`
     /// has none: every node runs the plugin's built-in default).
@@ -424,5 +423,51 @@ impl ClusterSnapshot {
     /// A NodePool by name (none when Karpenter is absent).
     pub fn pool(&self, name: &str) -> Option<&NodePool> {
         self.node_pools.found()?.iter().find(|p| p.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_pod_needs_its_containers_sum_or_its_largest_init_container() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns", "annotations": {"gpu-slicer.io/exclusive": "true"},
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "train", "uid": "u", "controller": true}]},
+            "spec": {
+                "initContainers": [{"name": "warm", "resources": {"limits": {"nvidia.com/gpu": "3"}}}],
+                "containers": [
+                    {"name": "a", "resources": {"limits": {"nvidia.com/gpu": "1", "cpu": "2"}, "requests": {"nvidia.com/gpu": "1"}}},
+                    {"name": "b", "resources": {"requests": {"nvidia.com/mig-1g.10gb": "2"}}},
+                    {"name": "c"}]},
+            "status": {"phase": "Pending"}
+        }))
+        .unwrap();
+        let info = PodInfo::from_pod(pod);
+        assert_eq!(
+            info.gpu_requests,
+            BTreeMap::from([
+                ("nvidia.com/gpu".into(), 3),
+                ("nvidia.com/mig-1g.10gb".into(), 2)
+            ])
+        );
+        assert!(info.opted_out && !info.rewritten);
+        assert_eq!(info.group(), "Job ns/train");
+        assert_eq!(info.object(), "Pod/ns/p");
+        assert_eq!(info.node_name, None);
+    }
+
+    #[test]
+    fn overlay_capacity_and_weight_read_as_karpenter_does() {
+        let o = OverlayInfo::from_value(&json!({"metadata": {"name": "o"}, "spec": {
+            "requirements": [{"key": "karpenter.sh/nodepool", "operator": "In", "values": ["p"]}],
+            "capacity": {"nvidia.com/gpu": "0", "nvidia.com/mig-1g.10gb": "56", "smarter-devices/fuse": "1k"}}}));
+        // No weight: 0 (the CRD's default); a quantity that is not a count is left out.
+        assert_eq!(o.weight, 0);
+        assert_eq!(o.capacity.get("nvidia.com/mig-1g.10gb"), Some(&56));
+        assert_eq!(o.capacity.get("nvidia.com/gpu"), Some(&0));
+        assert_eq!(o.requirements[0].values, ["p"]);
     }
 }
