@@ -271,10 +271,12 @@ impl Cluster {
 
     /// Reads a namespace from the API server, within [`LOOKUP_TIMEOUT`].
     pub async fn lookup(&self, namespace: &str) -> Lookup {
-        let api: Api<Namespace> = Api::all(self.client.clone());
-        let result = match tokio::time::timeout(LOOKUP_TIMEOUT, api.get_opt(namespace)).await {
+        let read = kubeapi::get::<Namespace>(&self.client, namespace);
+        let result = match tokio::time::timeout(LOOKUP_TIMEOUT, read).await {
             Ok(Ok(Some(ns))) => Lookup::Found(ns.metadata.labels.unwrap_or_default()),
             Ok(Ok(None)) => Lookup::Missing,
+            // The API's own error, as before: the denial already names the namespace.
+            Ok(Err(kubeapi::ApiError::Read { source, .. })) => Lookup::Failed(source.to_string()),
             Ok(Err(e)) => Lookup::Failed(e.to_string()),
             Err(_) => Lookup::Failed(format!("no answer within {}s", LOOKUP_TIMEOUT.as_secs())),
         };

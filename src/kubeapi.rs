@@ -253,6 +253,23 @@ pub async fn served(client: &Client, resource: &ApiResource) -> Result<bool, Api
     }
 }
 
+/// One cluster-scoped object by name (a Namespace, a Node); `None` when it does not exist.
+pub async fn get<K>(client: &Client, name: &str) -> Result<Option<K>, ApiError>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    Api::<K>::all(client.clone())
+        .get_opt(name)
+        .await
+        .map_err(|source| ApiError::Read {
+            what: format!("reading {} {name}", K::kind(&())),
+            source,
+        })
+}
+
 /// One namespaced object by name; `None` when it does not exist.
 pub async fn get_namespaced<K>(
     client: &Client,
