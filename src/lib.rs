@@ -1,45 +1,32 @@
 //! gpu-slicer: a Kubernetes mutating admission webhook that rewrites whole-GPU requests
 //! (`nvidia.com/gpu`) into what the namespace's policy says — a MIG slice, a time-sliced or MPS replica,
-//! a whole GPU, or a denial — and routes the pod to the right Karpenter NodePool.
+//! a whole GPU, a DRA claim, or a denial — and routes the pod to the right Karpenter NodePool.
 //!
-//! The pieces, one module per concept:
-//! - [`policy`]: the policy file, validation, rule matching;
-//! - [`engine`]: the pure decision (pod + namespace + policy + NodePools -> patch, warnings, audit);
-//! - [`catalog`]: GPU models, MIG profiles, EKS instance types;
-//! - [`nodepool`]: Karpenter NodePools as routing facts;
-//! - [`dra`]: the DRA backend's ResourceClaimTemplates and DeviceClasses;
-//! - [`admission`]: the AdmissionReview envelope;
-//! - [`server`], [`tls`]: HTTPS, certificates, shutdown;
-//! - [`mode`]: audit mode (decide as enforce, answer "would ..." and change nothing);
-//! - [`audit`], [`metrics`]: the audit trail and Prometheus metrics;
-//! - [`report`]: `policy report`, what the policy would do to existing workloads;
-//! - [`kubeapi`]: reading the Kubernetes API (client, paginated lists, missing CRDs), under
-//!   [`cluster`], [`plan::cluster`] and [`doctor`];
-//! - [`doctor`]: what keeps sliced GPU pods from running in a live cluster;
-//! - [`cli`]: the `gpu-slicer` command line.
+//! The source is grouped by what a newcomer looks for; each group holds one module per concept:
+//! - [`decision`]: the pure core. [`policy`] (the file, validation, rule matching), [`engine`] (pod +
+//!   namespace + policy + NodePools -> patch, warnings, audit record), [`mode`] (audit mode), [`pod`]
+//!   (the view of a Pod the engine reads), [`audit`] (the audit trail), [`quantity`].
+//! - [`webhook`]: the transport. [`admission`] (the AdmissionReview envelope), [`server`] and [`tls`]
+//!   (HTTPS, certificates, shutdown), [`reload`] (live policy reload), [`metrics`].
+//! - [`cluster`]: reading the cluster. [`cluster::kubeapi`] (client, paginated lists, missing CRDs:
+//!   the one place every reader uses), [`cluster::watch`] (the webhook's reflectors), and
+//!   [`cluster::claim_templates`] (the controller that keeps DRA ResourceClaimTemplates).
+//! - [`gpu`]: GPU and Karpenter knowledge. [`catalog`] (GPU models, MIG profiles, EKS instance types),
+//!   [`nodepool`], [`karpenter`] (NodeOverlays), [`gpu_operator`] (mig-parted and device plugin
+//!   configs), [`dra`] (the DRA backend's templates and DeviceClasses), [`check`] (`policy check`).
+//! - [`commands`]: what runs on top. [`cli`], [`plan`] (the cost planner), [`doctor`], [`report`]
+//!   (`policy report`).
+//!
+//! Each module is also re-exported at the crate root (`gpu_slicer::engine`, ...), so paths stay short.
 
-pub mod admission;
-pub mod audit;
-pub mod catalog;
-pub mod check;
-pub mod cli;
 pub mod cluster;
-pub mod doctor;
-pub mod dra;
-pub mod dra_sync;
-pub mod engine;
-pub mod gpu_operator;
-pub mod karpenter;
-pub mod kubeapi;
-pub mod metrics;
-pub mod mode;
-pub mod nodepool;
-pub mod plan;
-pub mod pod;
-pub mod policy;
-pub mod quantity;
-pub mod reload;
-pub mod report;
-pub mod server;
-pub mod tls;
+pub mod commands;
+pub mod decision;
+pub mod gpu;
+pub mod webhook;
 pub mod yaml;
+
+pub use commands::{cli, doctor, plan, report};
+pub use decision::{audit, engine, mode, pod, policy, quantity};
+pub use gpu::{catalog, check, dra, gpu_operator, karpenter, nodepool};
+pub use webhook::{admission, metrics, reload, server, tls};

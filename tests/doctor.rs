@@ -1,7 +1,7 @@
 //! `gpu-slicer doctor` against a local fake API server that speaks the list wire format (paginated with
 //! `limit` / `continue`, 404 for a CRD that is not installed), serving real-shaped objects: the shipped
 //! manifests, Nodes and Pods as the API server stores them, NodeClaims as Karpenter v1 writes them
-//! (validated against Karpenter's CRD here). The shared read layer ([`gpu_slicer::kubeapi`]) is tested on
+//! (validated against Karpenter's CRD here). The shared read layer ([`gpu_slicer::cluster::kubeapi`]) is tested on
 //! the same server.
 
 mod common;
@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use common::fakeapi::FakeApi;
 use common::gpu_cluster::{self, Cluster};
 use common::validate::{crd_validator, errors};
-use gpu_slicer::kubeapi::{self, Listed};
+use gpu_slicer::cluster::kubeapi::{self, Listed};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 

@@ -266,7 +266,8 @@ fn start_controller(
     );
     let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
     let client = kube::Client::try_from(config).unwrap();
-    let handle = gpu_slicer::dra_sync::spawn_when_needed(client, app.clone(), every);
+    let handle =
+        gpu_slicer::cluster::claim_templates::spawn_when_needed(client, app.clone(), every);
     (app, handle)
 }
 

@@ -299,16 +299,26 @@ fn spawn_binary(rust_log: &str) -> Binary {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The JSON log line that says where it listens (`gpu_slicer::cli` at info).
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr: SocketAddr = loop {
-        let line = lines.next().expect("server exited early").unwrap();
-        if line.contains("serving https") {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            break v["addr"].as_str().unwrap().parse().unwrap();
+    // The JSON log line that says where it listens (`gpu_slicer::commands::cli` at info).
+    // Read on a thread, so a server that never logs the line fails the test instead of hanging it.
+    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (found, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
+    let log = std::thread::spawn(move || {
+        let mut rest = Vec::new();
+        for line in lines.map_while(Result::ok) {
+            if line.contains("serving https") {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                let _ = found.send(v["addr"].as_str().unwrap().parse().unwrap());
+            } else {
+                rest.push(line);
+            }
         }
+        rest
+    });
+    let Ok(addr) = addr_rx.recv_timeout(Duration::from_secs(30)) else {
+        let _ = child.kill();
+        panic!("the server did not log where it listens within 30 s (RUST_LOG={rust_log})");
     };
-    let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<String>>());
     let ca = std::fs::read_to_string(dir.path().join("ca.crt")).unwrap();
     Binary {
         child,
@@ -354,7 +364,10 @@ fn audit_lines(log: &[String]) -> Vec<serde_json::Value> {
 fn audit_lines_follow_rust_log() {
     // Audit lines alone (the documented routing), and everything but them.
     for (rust_log, audited) in [
-        ("warn,gpu_slicer::cli=info,gpu_slicer::audit=info", 1),
+        (
+            "warn,gpu_slicer::commands::cli=info,gpu_slicer::audit=info",
+            1,
+        ),
         ("info,gpu_slicer::audit=off", 0),
     ] {
         let Binary {

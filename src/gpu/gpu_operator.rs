@@ -16,7 +16,7 @@ use crate::catalog::GpuModel;
 
 /// The GPU Operator's default mig-parted configs (`data/`, copied from NVIDIA/gpu-operator).
 pub const DEFAULT_MIG_PARTED: &str =
-    include_str!("../data/gpu-operator-default-mig-parted-config.yaml");
+    include_str!("../../data/gpu-operator-default-mig-parted-config.yaml");
 
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {message}")]

@@ -45,7 +45,7 @@ pub const ALL: &[&str] = &[
 
 /// The shipped webhook registration: what a healthy one looks like.
 const SHIPPED_WEBHOOK: &str =
-    include_str!("../../manifests/webhook/base/mutatingwebhookconfiguration.yaml");
+    include_str!("../../../manifests/webhook/base/mutatingwebhookconfiguration.yaml");
 
 /// What the checks need besides the snapshot.
 #[derive(Debug, Clone)]
@@ -951,7 +951,9 @@ pub fn pod_not_rewritten(s: &ClusterSnapshot) -> Vec<Finding> {
         let Some(rule) = loaded.policy.rule_for(&pod.namespace, labels) else {
             continue;
         };
-        let slices = matches!(rule.action, Action::Mig | Action::Timeslice | Action::Mps);
+        // Under `backend: dra` every GPU action turns nvidia.com/gpu into a claim.
+        let slices = matches!(rule.action, Action::Mig | Action::Timeslice | Action::Mps)
+            || (rule.backend == crate::policy::Backend::Dra && rule.action == Action::Exclusive);
         // A rule whose resource is nvidia.com/gpu itself (a shared resource without rename, MIG's
         // single strategy) keeps the request: such pods are indistinguishable here.
         let keeps_whole = rule.shared_resource.as_deref() == Some(WHOLE_GPU)
@@ -1288,11 +1290,17 @@ pub fn policy_cluster_mismatch(s: &ClusterSnapshot) -> Vec<Finding> {
         }
     };
     let index = NodePoolIndex::new(pools.iter().cloned());
-    let report = check::check(
+    // DRA rules' device classes are checked against the cluster's when it serves DRA.
+    let classes: Option<std::collections::BTreeSet<String>> = s
+        .device_classes
+        .found()
+        .map(|names| names.iter().cloned().collect());
+    let report = check::check_with_device_classes(
         &loaded.policy,
         &loaded.source,
         Some(&index),
         ops.map(|o| &o.configs),
+        classes.as_ref(),
     );
     for e in report.errors {
         out.push(finding(
@@ -1469,6 +1477,7 @@ mod tests {
                 configs: GpuOperatorConfigs::from_dir(&repo("manifests/gpu-operator")).unwrap(),
                 device_plugin_known: true,
             }),
+            device_classes: Read::Found(vec!["gpu.nvidia.com".into(), "mig.nvidia.com".into()]),
         }
     }
 
@@ -1484,6 +1493,44 @@ mod tests {
         assert_eq!(p.len(), 1, "{findings:#?}");
         assert_eq!(p[0].check, check);
         p[0]
+    }
+
+    #[test]
+    fn dra_rules_are_checked_against_the_clusters_device_classes_and_pods() {
+        let mut s = healthy();
+        let policy = Policy::parse(
+            "apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec:\n  rules:\n  - {name: train-dra, namespaces: [train-dra], action: exclusive, backend: dra}\n",
+            "p.yaml",
+        )
+        .unwrap();
+        if let Ok(loaded) = &mut s.policy {
+            loaded.policy = policy;
+        }
+        s.device_classes = Read::Found(vec!["mig.nvidia.com".into()]);
+        s.pods.push(pod(gpu_pod(
+            "train-dra",
+            "trainer-0",
+            "Pending",
+            json!({"nvidia.com/gpu": "1"}),
+            json!({}),
+        )));
+        let findings = run_all(&s, &options());
+        let mismatch = findings
+            .iter()
+            .find(|f| f.check == POLICY_CLUSTER_MISMATCH && f.severity == Severity::Error)
+            .expect("the missing DeviceClass is reported");
+        assert!(
+            mismatch
+                .message
+                .contains("DeviceClass gpu.nvidia.com is not among"),
+            "{mismatch:#?}"
+        );
+        assert!(
+            findings
+                .iter()
+                .any(|f| f.check == POD_NOT_REWRITTEN && f.object.contains("train-dra")),
+            "{findings:#?}"
+        );
     }
 
     #[test]

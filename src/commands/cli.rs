@@ -13,11 +13,11 @@ use crate::admission::{self, StaticFacts};
 use crate::audit;
 use crate::check;
 use crate::cluster::Cluster;
+use crate::cluster::kubeapi;
 use crate::doctor;
 use crate::engine::{self, Namespace};
 use crate::gpu_operator::GpuOperatorConfigs;
 use crate::karpenter;
-use crate::kubeapi;
 use crate::metrics::Metrics;
 use crate::nodepool::NodePoolIndex;
 use crate::plan;
@@ -520,7 +520,7 @@ async fn serve_async(args: ServeArgs) -> Result<(), String> {
         PolicyReloader::new(path.clone(), policy_bytes, app.clone()).spawn(every);
     }
     if let Some(client) = cluster_client(&args).await? {
-        crate::dra_sync::spawn_when_needed(client.clone(), app.clone(), every);
+        crate::cluster::claim_templates::spawn_when_needed(client.clone(), app.clone(), every);
         let cluster = Cluster::start(
             client,
             app.pools.clone(),

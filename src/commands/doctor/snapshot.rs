@@ -395,6 +395,8 @@ pub struct ClusterSnapshot {
     /// The policy, or why there is none.
     pub policy: Result<LoadedPolicy, NoPolicy>,
     pub gpu_operator: Read<GpuOperator>,
+    /// DeviceClass names (resource.k8s.io/v1), for `backend: dra` rules.
+    pub device_classes: Read<Vec<String>>,
 }
 
 impl Default for ClusterSnapshot {
@@ -410,6 +412,7 @@ impl Default for ClusterSnapshot {
             webhooks: Read::Found(Vec::new()),
             policy: Err(NoPolicy::Absent("no policy".into())),
             gpu_operator: Read::Missing("no GPU Operator".into()),
+            device_classes: Read::Missing("resource.k8s.io/v1 is not served".into()),
         }
     }
 }

@@ -27,7 +27,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::kubeapi;
+use crate::cluster::kubeapi;
 use crate::nodepool::{NodePool, NodePoolIndex};
 
 /// How long a direct namespace read may take on the request path.

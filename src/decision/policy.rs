@@ -401,7 +401,7 @@ impl NameIndex {
 }
 
 /// The example policy shipped in `manifests/policy/policy.yaml`, embedded for `serve` with no flags.
-pub const EXAMPLE_POLICY: &str = include_str!("../manifests/policy/policy.yaml");
+pub const EXAMPLE_POLICY: &str = include_str!("../../manifests/policy/policy.yaml");
 
 impl Policy {
     /// Reads and validates a policy file.

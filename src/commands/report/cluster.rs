@@ -1,5 +1,5 @@
 //! `policy report --from-cluster`: the workloads, namespaces and NodePools of a live cluster, read once
-//! (every list paginated, read-only) through [`crate::kubeapi`], as the documents [`super::read`] reads
+//! (every list paginated, read-only) through [`crate::cluster::kubeapi`], as the documents [`super::read`] reads
 //! from manifests. Objects made by another workload (a Deployment's ReplicaSets, a CronJob's Jobs,
 //! any controller's Pods) are dropped as each page arrives: only their owner is reported, and a
 //! cluster's 20,000 pods never sit in memory at once.
@@ -12,7 +12,7 @@ use kube::api::{Api, DynamicObject};
 use serde_json::Value;
 
 use super::read::Document;
-use crate::kubeapi::{self, ApiError, Listed};
+use crate::cluster::kubeapi::{self, ApiError, Listed};
 use crate::nodepool::{NodePool, NodePoolIndex};
 
 /// Where cluster objects say they come from, in rows and skipped lines.

@@ -2,7 +2,7 @@
 //! pods from running, each with the object, the evidence and the fix.
 //!
 //! - [`snapshot`]: what was read, digested ([`ClusterSnapshot`]);
-//! - [`read`]: reading it through [`crate::kubeapi`] (the only part that touches the network);
+//! - [`read`]: reading it through [`crate::cluster::kubeapi`] (the only part that touches the network);
 //! - [`checks`]: the checks, pure functions of a snapshot and the clock;
 //! - here: findings, their order, the table and the JSON.
 //!

@@ -1,4 +1,4 @@
-//! One read-only pass over the cluster into a [`ClusterSnapshot`], through [`crate::kubeapi`]: every
+//! One read-only pass over the cluster into a [`ClusterSnapshot`], through [`crate::cluster::kubeapi`]: every
 //! list paginated, every kind read concurrently, a missing CRD recorded as such.
 //!
 //! Nodes, Pods and Namespaces must be readable (otherwise the cluster counts as unreadable: exit 2);
@@ -16,8 +16,8 @@ use super::snapshot::{
     ClusterSnapshot, GpuOperator, LoadedPolicy, NoPolicy, NodeClaimInfo, NodeInfo, OverlayInfo,
     PodInfo, Read,
 };
+use crate::cluster::kubeapi::{self, ApiError, Listed};
 use crate::gpu_operator::GpuOperatorConfigs;
-use crate::kubeapi::{self, ApiError, Listed};
 use crate::nodepool::NodePool;
 use crate::policy::Policy;
 
@@ -120,7 +120,10 @@ pub async fn read(
         }
     };
     let gpu_operator = gpu_operator(client);
-    let (pods, nodes, namespaces, pools, claims, overlays, webhooks, policy, gpu_operator) = tokio::join!(
+    let class_api = Api::<k8s_openapi::api::resource::v1::DeviceClass>::all(client.clone());
+    let device_classes =
+        kubeapi::list_pages(&class_api, "listing deviceclasses", |c| c.metadata.name);
+    let (
         pods,
         nodes,
         namespaces,
@@ -129,7 +132,19 @@ pub async fn read(
         overlays,
         webhooks,
         policy,
-        gpu_operator
+        gpu_operator,
+        device_classes,
+    ) = tokio::join!(
+        pods,
+        nodes,
+        namespaces,
+        pools,
+        claims,
+        overlays,
+        webhooks,
+        policy,
+        gpu_operator,
+        device_classes
     );
     let no_karpenter = "Karpenter is not installed (no karpenter.sh/v1 NodePool CRD)";
     Ok(ClusterSnapshot {
@@ -149,6 +164,10 @@ pub async fn read(
         webhooks: read_of(webhooks, "admissionregistration.k8s.io/v1 is not served"),
         policy,
         gpu_operator,
+        device_classes: read_of(
+            device_classes,
+            "resource.k8s.io/v1 (Dynamic Resource Allocation) is not served",
+        ),
     })
 }
 

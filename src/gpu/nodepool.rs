@@ -211,9 +211,10 @@ mod tests {
 
     #[test]
     fn reads_the_captured_nodepool_list() {
-        let list: serde_json::Value =
-            serde_json::from_str(include_str!("../tests/data/apiserver/nodepools-list.json"))
-                .unwrap();
+        let list: serde_json::Value = serde_json::from_str(include_str!(
+            "../../tests/data/apiserver/nodepools-list.json"
+        ))
+        .unwrap();
         let pools: Vec<NodePool> = list["items"]
             .as_array()
             .unwrap()

@@ -1,5 +1,5 @@
 //! The inventory from a cluster: the Deployments, StatefulSets and Jobs whose pods request
-//! `nvidia.com/gpu`, listed page by page through [`crate::kubeapi`], turned into workloads by a pure
+//! `nvidia.com/gpu`, listed page by page through [`crate::cluster::kubeapi`], turned into workloads by a pure
 //! function.
 //!
 //! What a workload object says for the planner (on its pod template):
@@ -17,8 +17,8 @@
 use serde_json::Value;
 
 use super::{Isolation, Workload};
+use crate::cluster::kubeapi::{self, ApiError};
 use crate::engine::GPU_MEMORY_ANNOTATION;
-use crate::kubeapi::{self, ApiError};
 use crate::policy::WHOLE_GPU;
 use crate::quantity;
 

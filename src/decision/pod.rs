@@ -316,7 +316,7 @@ mod tests {
     #[test]
     fn reads_a_real_apiserver_pod_and_skips_the_rest() {
         let review: Value = serde_json::from_str(include_str!(
-            "../tests/data/reviews/ml-training-finetune-create.json"
+            "../../tests/data/reviews/ml-training-finetune-create.json"
         ))
         .unwrap();
         let pod: Pod = serde_json::from_value(review["request"]["object"].clone()).unwrap();

@@ -1,0 +1,11 @@
+//! Reading the cluster. [`kubeapi`] is the one place the Kubernetes API is read from (client and
+//! kubeconfig resolution, paginated lists, missing CRDs), the way kube-rs keeps `kube-runtime` apart
+//! from what runs on it; the webhook's watches ([`watch`]), the DRA template controller
+//! ([`claim_templates`]), `plan --from-cluster`, `doctor` and `policy report` all go through it.
+
+pub mod claim_templates;
+pub mod kubeapi;
+pub mod watch;
+
+pub use watch::{CRD_RETRY, LOOKUP_TIMEOUT};
+pub use watch::{Cluster, ClusterMetrics, Lookup, LookupLabel, PoolWatch, ResourceLabel};
