@@ -194,6 +194,16 @@ fn own_claims_are_enforced_never_rewritten() {
         msg.contains("the pod has its own ResourceClaim \"efa\" and also asks for nvidia.com/gpu"),
         "{msg}"
     );
+    // Our claim name already on the pod next to nvidia.com/gpu: a denial, not a duplicate name.
+    let mut p = pod(vec![container("main", &[("nvidia.com/gpu", "1")], false)]);
+    p["spec"]["resourceClaims"] =
+        json!([{"name": "gpu-slicer-0", "resourceClaimTemplateName": "gpu-slicer-mig-1g.10gb"}]);
+    let (d, _) = in_dra(&p, "ml-inference-dra");
+    assert!(
+        d.denied
+            .unwrap_or_default()
+            .contains("the pod already has a claim named \"gpu-slicer-0\""),
+    );
     // Asking for a MIG resource directly in a DRA namespace: no device plugin advertises it there.
     let p = pod(vec![container(
         "main",

@@ -735,6 +735,14 @@ impl Planner<'_> {
                         Section::Containers => format!("{}{}", dra::PREFIX, u.index),
                         Section::InitContainers => format!("{}init-{}", dra::PREFIX, u.index),
                     };
+                    // Our name taken already (a pod edited by hand): adding it again would make
+                    // the API server refuse the pod with a duplicate name.
+                    if existing.iter().any(|c| c.name == name) {
+                        return Err(format!(
+                            "container {:?} asks for {WHOLE_GPU} but the pod already has a claim named {name:?}; drop one of the two",
+                            u.container
+                        ));
+                    }
                     added.push((name.clone(), template.name.clone()));
                     name
                 }
