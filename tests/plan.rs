@@ -463,16 +463,6 @@ proptest! {
 }
 
 /// Finds a headless Chromium (Debian's `chromium`, installed by .ci/run).
-fn chromium() -> Option<&'static str> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|b| {
-            Command::new(b)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-}
 
 #[test]
 fn the_html_page_renders_in_a_browser_with_the_json_totals() {
@@ -498,56 +488,8 @@ fn the_html_page_renders_in_a_browser_with_the_json_totals() {
         String::from_utf8_lossy(&out.stderr)
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let page = std::fs::read_to_string(&html).unwrap();
-    assert!(
-        !page.contains("http://") && !page.contains("https://") && !page.contains("<script"),
-        "self-contained, no external assets"
-    );
-
-    let Some(browser) = chromium() else {
-        panic!(
-            "no headless Chromium found: install Debian's chromium (`apt-get install chromium`), as .ci/run does"
-        );
-    };
-    let profile = tempfile::tempdir().unwrap();
-    let rendered = Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("file://{}", html.display()))
-        .output()
-        .unwrap();
-    assert!(
-        rendered.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rendered.stderr)
-    );
-    let stderr = String::from_utf8_lossy(&rendered.stderr);
-    assert!(
-        !stderr
-            .lines()
-            .any(|l| l.contains("CONSOLE") && (l.contains("ERROR") || l.contains("Uncaught"))),
-        "console errors: {stderr}"
-    );
-    let dom = String::from_utf8_lossy(&rendered.stdout);
-    let cell = |id: &str| -> String {
-        let start = dom
-            .find(&format!("id=\"{id}\">"))
-            .unwrap_or_else(|| panic!("#{id} not rendered"))
-            + id.len()
-            + 6;
-        dom[start..].split('<').next().unwrap().to_string()
-    };
+    let dom = common::browser::rendered_dom(&html);
+    let cell = |id: &str| common::browser::cell(&dom, id);
     assert_eq!(
         cell("before-usd-per-hour"),
         format!("{:.2}", json["before"]["usdPerHour"].as_f64().unwrap())
