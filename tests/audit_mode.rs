@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
-
 use common::*;
 use gpu_slicer::audit::Outcome;
 use gpu_slicer::engine::{Decision, MAX_WARNING_LEN};
@@ -187,21 +184,6 @@ fn mode_apply_as_overrides_the_rule() {
 
 // ---- `mutate` ----
 
-fn gpu_slicer(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gpu-slicer"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    pipe.write_all(stdin.as_bytes()).unwrap();
-    drop(pipe);
-    child.wait_with_output().unwrap()
-}
-
 const POD_YAML: &str = "apiVersion: v1
 kind: Pod
 metadata:
@@ -218,7 +200,7 @@ spec:
 #[test]
 fn mutate_mode_audit_prints_the_pod_unchanged_and_what_enforce_would_do() {
     let policy = "tests/data/policies/contract.yaml";
-    let out = gpu_slicer(
+    let out = gpu_slicer_with_stdin(
         &[
             "mutate",
             "-n",
@@ -242,7 +224,7 @@ fn mutate_mode_audit_prints_the_pod_unchanged_and_what_enforce_would_do() {
     assert!(stderr.contains("\"outcome\":\"would-rewrite\""), "{stderr}");
 
     // A denial in audit: exit 0, said as a warning.
-    let out = gpu_slicer(
+    let out = gpu_slicer_with_stdin(
         &[
             "mutate", "-n", "sandbox", "--policy", policy, "--mode", "audit",
         ],
@@ -256,7 +238,7 @@ fn mutate_mode_audit_prints_the_pod_unchanged_and_what_enforce_would_do() {
     );
 
     // The response review: allowed, no patch.
-    let out = gpu_slicer(
+    let out = gpu_slicer_with_stdin(
         &[
             "mutate", "-n", "sandbox", "--policy", policy, "--mode", "audit", "-o", "review",
         ],
@@ -278,9 +260,9 @@ fn mutate_mode_enforce_overrides_an_audit_policy() {
     let text = std::fs::read_to_string(repo("tests/data/policies/contract.yaml")).unwrap();
     std::fs::write(&path, text.replacen("spec:\n", "spec:\n  mode: audit\n", 1)).unwrap();
     let path = path.to_str().unwrap();
-    let out = gpu_slicer(&["mutate", "-n", "sandbox", "--policy", path], POD_YAML);
+    let out = gpu_slicer_with_stdin(&["mutate", "-n", "sandbox", "--policy", path], POD_YAML);
     assert_eq!(out.status.code(), Some(0), "the policy is in audit");
-    let out = gpu_slicer(
+    let out = gpu_slicer_with_stdin(
         &[
             "mutate", "-n", "sandbox", "--policy", path, "--mode", "enforce",
         ],

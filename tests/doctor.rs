@@ -63,7 +63,7 @@ fn findings<'a>(report: &'a Value, check: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-fn text(out: &Output) -> String {
+fn stdout_text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -94,10 +94,10 @@ async fn a_healthy_cluster_exits_0_and_every_list_is_paginated_and_read_only() {
         out.status.code(),
         Some(0),
         "{}{}",
-        text(&out),
+        stdout_text(&out),
         String::from_utf8_lossy(&out.stderr)
     );
-    let table = text(&out);
+    let table = stdout_text(&out);
     assert!(table.starts_with("INFO ("), "{table}");
     let rules = gpu_slicer::policy::Policy::example().rules.len();
     assert!(
@@ -231,7 +231,7 @@ async fn a_broken_cluster_exits_1_with_each_finding_its_object_and_fix() {
     // The table: worst first, the same findings, the summary last.
     let out = doctor(&api, &[]).await;
     assert_eq!(out.status.code(), Some(1));
-    let table = text(&out);
+    let table = stdout_text(&out);
     let (e, w, i) = (
         table.find("ERROR (2)").unwrap(),
         table.find("WARNING (2)").unwrap(),
@@ -460,7 +460,7 @@ fn guide_cluster() -> Cluster {
 async fn guide_outputs() -> Vec<String> {
     let mut out = Vec::new();
     let api = serve(&guide_cluster()).await;
-    out.push(text(&doctor(&api, &[]).await));
+    out.push(stdout_text(&doctor(&api, &[]).await));
     let mut c = gpu_cluster::healthy(0);
     for cm in &mut c.configmaps {
         if cm["metadata"]["name"] == "gpu-slicer-policy" {
@@ -473,7 +473,7 @@ async fn guide_outputs() -> Vec<String> {
         }
     }
     let api = serve(&c).await;
-    out.push(text(&doctor(&api, &[]).await));
+    out.push(stdout_text(&doctor(&api, &[]).await));
     out
 }
 

@@ -3,31 +3,11 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 use common::*;
 use gpu_slicer::report::{self, RowOutcome};
 use serde_json::{Value, json};
-
-fn gpu_slicer(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gpu-slicer"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    pipe.write_all(stdin.as_bytes()).unwrap();
-    drop(pipe);
-    child.wait_with_output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 const DIR: &str = "docs/examples/workloads";
 
@@ -55,7 +35,7 @@ fn rows(json: &Value) -> Vec<(String, String, Value, String, String)> {
 
 #[test]
 fn a_directory_of_manifests_gives_one_row_per_gpu_workload_of_every_kind() {
-    let out = gpu_slicer(
+    let out = gpu_slicer_with_stdin(
         &[
             "policy",
             "report",
@@ -169,7 +149,7 @@ fn a_directory_of_manifests_gives_one_row_per_gpu_workload_of_every_kind() {
     );
 
     // The table says the same.
-    let out = gpu_slicer(
+    let out = gpu_slicer_with_stdin(
         &[
             "policy",
             "report",
@@ -191,7 +171,7 @@ fn a_directory_of_manifests_gives_one_row_per_gpu_workload_of_every_kind() {
 
 #[test]
 fn fail_on_deny_exits_1_only_when_a_workload_would_be_denied() {
-    let out = gpu_slicer(&["policy", "report", "-f", DIR, "--fail-on", "deny"], "");
+    let out = gpu_slicer_with_stdin(&["policy", "report", "-f", DIR, "--fail-on", "deny"], "");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("1 workload(s) would be denied"));
     assert!(
@@ -199,7 +179,7 @@ fn fail_on_deny_exits_1_only_when_a_workload_would_be_denied() {
         "the report is still printed"
     );
 
-    let out = gpu_slicer(
+    let out = gpu_slicer_with_stdin(
         &[
             "policy",
             "report",
@@ -213,12 +193,12 @@ fn fail_on_deny_exits_1_only_when_a_workload_would_be_denied() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 
     // Unreadable input is 2, told apart from a denial.
-    let out = gpu_slicer(
+    let out = gpu_slicer_with_stdin(
         &["policy", "report", "-f", "no/such/dir", "--fail-on", "deny"],
         "",
     );
     assert_eq!(out.status.code(), Some(2));
-    let out = gpu_slicer(&["policy", "report", "-f", DIR, "-o", "xml"], "");
+    let out = gpu_slicer_with_stdin(&["policy", "report", "-f", DIR, "-o", "xml"], "");
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("--output \"xml\""),
@@ -237,7 +217,7 @@ fn stdin_lists_namespace_labels_and_modes() {
     std::fs::write(&policy_file, policy).unwrap();
     let manifests = "apiVersion: v1\nkind: Namespace\nmetadata: {name: team-a, labels: {gpu-sharing: mig}}\n---\napiVersion: v1\nkind: List\nitems:\n- apiVersion: apps/v1\n  kind: Deployment\n  metadata: {name: a, namespace: team-a}\n  spec: {template: {spec: {containers: [{name: c, resources: {limits: {nvidia.com/gpu: 1}}}]}}}\n- apiVersion: apps/v1\n  kind: Deployment\n  metadata: {name: b}\n  spec: {template: {spec: {containers: [{name: c, resources: {limits: {nvidia.com/gpu: 1}}}]}}}\n";
     let p = policy_file.to_str().unwrap();
-    let out = gpu_slicer(
+    let out = gpu_slicer_with_stdin(
         &[
             "policy", "report", "-f", "-", "--policy", p, "-n", "team-b", "-o", "json",
         ],
@@ -276,7 +256,7 @@ fn stdin_lists_namespace_labels_and_modes() {
         ]
     );
     // --namespace-label gives every namespace the label.
-    let out = gpu_slicer(
+    let out = gpu_slicer_with_stdin(
         &[
             "policy",
             "report",
@@ -322,7 +302,7 @@ fn the_builder_is_pure_and_reads_what_it_is_given() {
 fn the_html_page_renders_in_a_browser_with_the_json_totals() {
     let dir = tempfile::tempdir().unwrap();
     let html = dir.path().join("report.html");
-    let out = gpu_slicer(
+    let out = gpu_slicer_with_stdin(
         &[
             "policy",
             "report",
@@ -641,7 +621,7 @@ fn the_deploying_guide_shows_what_the_report_prints() {
     let start = after.find("```text\n").expect("its output follows") + 8;
     let shown = &after[start..start + after[start..].find("```").unwrap()];
     let args: Vec<&str> = command.split_whitespace().skip(1).collect();
-    let out = gpu_slicer(&args, "");
+    let out = gpu_slicer_with_stdin(&args, "");
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(shown, text(&out.stdout));
 }

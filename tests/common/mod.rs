@@ -115,11 +115,32 @@ pub fn resource_keys(pod: &Value) -> Vec<String> {
     keys
 }
 
-/// Runs the `gpu-slicer` binary in the repository root with these arguments.
-pub fn gpu_slicer_cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_gpu-slicer"))
+/// Runs the `gpu-slicer` binary in the repository root with these arguments and `stdin`.
+pub fn gpu_slicer_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gpu-slicer"))
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("the gpu-slicer binary runs")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the gpu-slicer binary runs");
+    let mut pipe = child.stdin.take().expect("stdin is piped");
+    pipe.write_all(stdin.as_bytes()).expect("stdin written");
+    drop(pipe);
+    child
+        .wait_with_output()
+        .expect("the gpu-slicer binary exits")
+}
+
+/// Runs the `gpu-slicer` binary in the repository root with these arguments (empty stdin).
+pub fn gpu_slicer_cli(args: &[&str]) -> std::process::Output {
+    gpu_slicer_with_stdin(args, "")
+}
+
+/// Output bytes as text, for assertions and their messages.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
 }
