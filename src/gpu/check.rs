@@ -340,10 +340,7 @@ fn check_mig_naming(
         .template_labels
         .get(DEVICE_PLUGIN_CONFIG_LABEL)
         .map(String::as_str);
-    let wanted = match rule.mig_strategy {
-        MigStrategy::Mixed => DeviceMigStrategy::Mixed,
-        MigStrategy::Single => DeviceMigStrategy::Single,
-    };
+    let wanted = DeviceMigStrategy::from(rule.mig_strategy);
     let found = std::cell::Cell::new(0);
     let mut fail = |msg: String| {
         found.set(found.get() + 1);

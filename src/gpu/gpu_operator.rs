@@ -250,6 +250,16 @@ impl DeviceMigStrategy {
     }
 }
 
+/// What a rule's `mig.strategy` expects the device plugin to run with.
+impl From<crate::policy::MigStrategy> for DeviceMigStrategy {
+    fn from(s: crate::policy::MigStrategy) -> Self {
+        match s {
+            crate::policy::MigStrategy::Mixed => DeviceMigStrategy::Mixed,
+            crate::policy::MigStrategy::Single => DeviceMigStrategy::Single,
+        }
+    }
+}
+
 /// The MIG strategy a node's device plugin runs with, and what says so (for messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EffectiveStrategy {

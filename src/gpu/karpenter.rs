@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::catalog::{self, InstanceType};
 use crate::gpu_operator::{DeviceMigStrategy, GpuOperatorConfigs, MigLayout};
 use crate::nodepool::{INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, NodePool, NodePoolIndex};
-use crate::policy::{Action, MigStrategy, Policy, WHOLE_GPU};
+use crate::policy::{Action, Policy, WHOLE_GPU};
 
 pub const MIG_CONFIG_LABEL: &str = "nvidia.com/mig.config";
 pub const DEVICE_PLUGIN_CONFIG_LABEL: &str = "nvidia.com/device-plugin.config";
@@ -201,10 +201,7 @@ fn expected_strategy(policy: &Policy, pool: &str) -> DeviceMigStrategy {
         .rules
         .iter()
         .find(|r| r.action == Action::Mig && r.node_pool.as_deref() == Some(pool));
-    match rule.map(|r| r.mig_strategy) {
-        Some(MigStrategy::Single) => DeviceMigStrategy::Single,
-        _ => DeviceMigStrategy::Mixed,
-    }
+    rule.map_or(DeviceMigStrategy::Mixed, |r| r.mig_strategy.into())
 }
 
 /// NodeOverlays for every NodePool the policy routes to, one per instance type whose nodes advertise
