@@ -77,7 +77,19 @@ fn connector(ca: &str, versions: &[&'static rustls::SupportedProtocolVersion]) -
 }
 
 async fn tls(addr: SocketAddr, connector: &TlsConnector) -> std::io::Result<TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(addr).await?;
+    tls_from(addr, connector, "127.0.0.1").await
+}
+
+/// A TLS connection from a chosen loopback address (127.0.0.0/8 is all this machine's), so a test can
+/// play several clients.
+async fn tls_from(
+    addr: SocketAddr,
+    connector: &TlsConnector,
+    source: &str,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source.parse().unwrap(), 0))?;
+    let tcp = socket.connect(addr).await?;
     tcp.set_nodelay(true)?;
     connector
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
@@ -461,4 +473,281 @@ async fn a_client_that_says_nothing_after_the_handshake_is_closed() {
         .unwrap();
     let closed = closed_within(&mut s, Duration::from_secs(5)).await;
     assert!(closed.is_ok(), "a silent connection was kept open");
+}
+
+/// Starts an upload that announces `length` bytes, sends a few, and stalls (the attack of issue 24: each
+/// such connection used to hold a body buffer for the whole deadline). `Expect: 100-continue` makes the
+/// server say when it has taken the upload (it reserves before reading the body): returns 100 then, or
+/// the status it refused it with.
+async fn stall_upload(s: &mut TlsStream<TcpStream>, length: usize) -> u16 {
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {length}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(5), read_response(s))
+        .await
+        .expect("the server answers the headers at once")
+        .unwrap();
+    if status == 100 {
+        s.write_all(b"{\"kind\":").await.unwrap();
+        s.flush().await.unwrap();
+    }
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_uploads_are_refused_past_the_memory_budget_and_other_clients_still_answered() {
+    let srv = start(Limits {
+        max_in_flight_body_bytes: 3 << 20,
+        max_peer_body_bytes: 1 << 20,
+        max_connection_body_bytes: 768 << 10,
+        ..Limits::default()
+    })
+    .await;
+    let conn = connector(&srv.ca, &[&rustls::version::TLS13]);
+    // An attacker at 127.0.0.2: two stalled 512 KiB uploads fill its address's 1 MiB share...
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tls_from(srv.addr, &conn, "127.0.0.2").await.unwrap();
+        assert_eq!(stall_upload(&mut s, 512 << 10).await, 100);
+        held.push(s);
+    }
+    for _ in 0..3 {
+        let mut s = tls_from(srv.addr, &conn, "127.0.0.2").await.unwrap();
+        assert_eq!(stall_upload(&mut s, 512 << 10).await, 503);
+    }
+    // Large uploads from other addresses fill the process's budget up to the third kept for the heads
+    // of bodies (2 of 3 MiB)...
+    let mut s = tls_from(srv.addr, &conn, "127.0.0.5").await.unwrap();
+    assert_eq!(stall_upload(&mut s, 700 << 10).await, 100);
+    held.push(s);
+    let mut s = tls_from(srv.addr, &conn, "127.0.0.6").await.unwrap();
+    assert_eq!(
+        stall_upload(&mut s, 700 << 10).await,
+        503,
+        "large bodies past two thirds of the process budget"
+    );
+    // ...while the API server (another address) is answered as usual.
+    let mut api = tls(srv.addr, &conn).await.unwrap();
+    for _ in 0..20 {
+        assert_eq!(post(&mut api, &body()).await.unwrap(), 200);
+    }
+    // A chunked upload (no Content-Length) is reserved as it arrives: one connection cannot stream
+    // past its own share either.
+    let mut chunked = tls_from(srv.addr, &conn, "127.0.0.3").await.unwrap();
+    chunked
+        .write_all(
+            b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let chunk = vec![b' '; 64 << 10];
+    let status = tokio::time::timeout(Duration::from_secs(5), async {
+        for _ in 0..13 {
+            let head = format!("{:x}\r\n", chunk.len());
+            if chunked.write_all(head.as_bytes()).await.is_err()
+                || chunked.write_all(&chunk).await.is_err()
+                || chunked.write_all(b"\r\n").await.is_err()
+            {
+                break;
+            }
+        }
+        read_response(&mut chunked).await
+    })
+    .await
+    .expect("answered")
+    .unwrap();
+    assert_eq!(
+        status, 503,
+        "a 832 KiB chunked body on a 768 KiB connection share"
+    );
+    // Closing the stalled uploads gives their bytes back: the attacker's address may upload again.
+    drop(held);
+    let mut again = tls_from(srv.addr, &conn, "127.0.0.2").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match post(&mut again, &body()).await {
+            Ok(200) => break,
+            Ok(503) | Err(_) if Instant::now() < deadline => {
+                again = tls_from(srv.addr, &conn, "127.0.0.2").await.unwrap();
+            }
+            other => panic!("after the stalled uploads closed: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn one_address_holds_a_bounded_number_of_connections() {
+    let srv = start(Limits {
+        max_connections_per_peer: 3,
+        ..Limits::default()
+    })
+    .await;
+    let conn = connector(&srv.ca, &[&rustls::version::TLS13]);
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(tls_from(srv.addr, &conn, "127.0.0.4").await.unwrap());
+    }
+    // The fourth is closed before its handshake completes.
+    assert!(tls_from(srv.addr, &conn, "127.0.0.4").await.is_err());
+    // Another address is unaffected, and a closed connection frees its slot.
+    let mut other = tls(srv.addr, &conn).await.unwrap();
+    assert_eq!(post(&mut other, &body()).await.unwrap(), 200);
+    open.pop();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut s = loop {
+        match tls_from(srv.addr, &conn, "127.0.0.4").await {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => tokio::task::yield_now().await,
+            Err(e) => panic!("slot not freed: {e}"),
+        }
+    };
+    assert_eq!(post(&mut s, &body()).await.unwrap(), 200);
+}
+
+/// An HTTP/2 client connection over TLS (ALPN h2).
+async fn h2_client(
+    srv: &Server,
+) -> (
+    hyper::client::conn::http2::SendRequest<
+        http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>,
+    >,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(srv.ca.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let stream = tls(srv.addr, &TlsConnector::from(Arc::new(config)))
+        .await
+        .unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    (send, tokio::spawn(conn))
+}
+
+type H2Body = http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>;
+
+fn full(bytes: Vec<u8>) -> H2Body {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(bytes::Bytes::from(bytes)).boxed()
+}
+
+/// A body that sends `first` and then nothing until the sender is dropped.
+fn stalled(first: Vec<u8>) -> (H2Body, tokio::sync::mpsc::Sender<()>) {
+    use http_body_util::BodyExt;
+    let (tx, rx) = tokio::sync::mpsc::channel::<()>(1);
+    let stream = futures_util::stream::unfold((Some(first), rx), |(first, mut rx)| async move {
+        match first {
+            Some(b) => Some((
+                Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from(b))),
+                (None, rx),
+            )),
+            None => {
+                let _ = rx.recv().await;
+                None
+            }
+        }
+    });
+    (http_body_util::StreamBody::new(stream).boxed(), tx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_share_their_connections_budget_and_idle_connections_close() {
+    let srv = start(Limits {
+        max_connection_body_bytes: 1 << 20,
+        max_concurrent_streams: 8,
+        idle_timeout: Duration::from_millis(400),
+        ..Limits::default()
+    })
+    .await;
+    let (send, conn) = h2_client(&srv).await;
+    // Three stalled 400 KiB streams on one connection: the third passes the connection's 1 MiB share.
+    let mut stalls = Vec::new();
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let (body, tx) = stalled(b"{\"kind\":".to_vec());
+        let req = axum::http::Request::post("https://localhost/mutate")
+            .header("content-length", (400 << 10).to_string())
+            .body(body)
+            .unwrap();
+        let mut send = send.clone();
+        answers.push(tokio::spawn(async move { send.send_request(req).await }));
+        stalls.push(tx);
+    }
+    let refused = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            for a in &answers {
+                if a.is_finished() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(refused.is_ok(), "no stream was refused");
+    let mut statuses = Vec::new();
+    for a in answers {
+        if a.is_finished() {
+            statuses.push(a.await.unwrap().unwrap().status().as_u16());
+        }
+    }
+    assert_eq!(
+        statuses,
+        vec![503],
+        "exactly one of three streams is over the share"
+    );
+    // The connection still serves ordinary reviews beside the stalls (800 KiB of its 1 MiB held).
+    let mut send2 = send.clone();
+    let ok = send2
+        .send_request(
+            axum::http::Request::post("https://localhost/mutate")
+                .body(full(body()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    drop(stalls);
+    // Idle (no new request) for the idle timeout: the server says GOAWAY and the connection ends.
+    drop(send);
+    drop(send2);
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    assert!(ended.is_ok(), "an idle HTTP/2 connection stayed open");
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_that_keeps_its_handle_is_closed_by_the_server() {
+    let srv = start(Limits {
+        idle_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    })
+    .await;
+    let (mut send, conn) = h2_client(&srv).await;
+    let resp = send
+        .send_request(
+            axum::http::Request::post("https://localhost/mutate")
+                .body(full(body()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    // The client keeps the connection (as the API server's pool does); the server closes it.
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    assert!(ended.is_ok(), "an idle HTTP/2 connection was never closed");
+    drop(send);
 }

@@ -2,6 +2,10 @@
 //!
 //! - TCP_NODELAY; a TLS handshake timeout and an HTTP/1 header-read timeout, so idle scanners and slow
 //!   clients cannot hold connections; a body size limit and a body read timeout.
+//! - Memory: request bodies are reserved against a per-connection, per-address and process-wide byte
+//!   budget ([`crate::webhook::budget`]) as they arrive; one address holds at most
+//!   [`Limits::max_connections_per_peer`] connections; HTTP/2 streams per connection are capped and
+//!   connections that carry no request for [`Limits::idle_timeout`] are closed (HTTP/2 GOAWAY).
 //! - SIGTERM (or any shutdown future) stops accepting, lets in-flight requests finish, and closes
 //!   keep-alive connections (the API server reuses them; kubernetes#127335), within a drain deadline.
 
@@ -20,7 +24,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -31,6 +34,7 @@ use crate::cluster::{Cluster, Lookup};
 use crate::metrics::{AdmissionLabels, AuditLabels, ErrorLabels, Metrics};
 use crate::nodepool::NodePoolIndex;
 use crate::policy::Policy;
+use crate::webhook::budget::{BodyBudget, BudgetLimits, ConnectionBudget, Exhausted, Held};
 
 /// Limits that keep one client from hurting the others.
 #[derive(Debug, Clone)]
@@ -47,8 +51,34 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
+    /// Connections one client address may hold; further ones are closed at once. The API server uses a
+    /// few (HTTP/2 multiplexes); a pod that opens hundreds is not the API server.
+    pub max_connections_per_peer: usize,
+    /// Request-body bytes held at once by the whole process (the shipped memory limit is 128 MiB).
+    pub max_in_flight_body_bytes: usize,
+    /// Request-body bytes held at once by one client address: one address cannot take the room the
+    /// API server's requests need.
+    pub max_peer_body_bytes: usize,
+    /// Request-body bytes held at once by one connection (its HTTP/2 streams together).
+    pub max_connection_body_bytes: usize,
+    /// HTTP/2 streams served at once on one connection (the API server opens another connection
+    /// when it needs more).
+    pub max_concurrent_streams: u32,
+    /// A connection that starts no request for this long is closed (HTTP/2: GOAWAY, then close).
+    pub idle_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
+}
+
+impl Limits {
+    fn budget(&self) -> BudgetLimits {
+        BudgetLimits {
+            process_bytes: self.max_in_flight_body_bytes,
+            peer_bytes: self.max_peer_body_bytes,
+            connection_bytes: self.max_connection_body_bytes,
+            peer_connections: self.max_connections_per_peer.max(1),
+        }
+    }
 }
 
 impl Default for Limits {
@@ -58,7 +88,13 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(8),
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
-            max_connections: 4096,
+            max_connections: 1024,
+            max_connections_per_peer: 256,
+            max_in_flight_body_bytes: 48 << 20,
+            max_peer_body_bytes: 16 << 20,
+            max_connection_body_bytes: 6 << 20,
+            max_concurrent_streams: 32,
+            idle_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(20),
         }
     }
@@ -73,6 +109,8 @@ pub struct App {
     cluster: OnceLock<Arc<Cluster>>,
     pub metrics: Metrics,
     pub limits: Limits,
+    /// Body bytes of requests that come without a connection's budget (router tests).
+    detached: ConnectionBudget,
     accepting: AtomicBool,
     policy_status: Mutex<PolicyStatus>,
 }
@@ -98,6 +136,7 @@ impl App {
             pools: Arc::new(ArcSwap::from_pointee(facts.pools)),
             cluster: OnceLock::new(),
             metrics,
+            detached: BodyBudget::new(limits.budget()).detached(),
             limits,
             accepting: AtomicBool::new(true),
             policy_status: Mutex::new(PolicyStatus {
@@ -238,9 +277,20 @@ pub fn deadline(limits: &Limits, query: Option<&str>) -> Duration {
     }
 }
 
-async fn mutate(State(app): State<Arc<App>>, uri: axum::http::Uri, body: Body) -> Response {
-    let deadline = deadline(&app.limits, uri.query());
-    match tokio::time::timeout(deadline, review(&app, body)).await {
+async fn mutate(State(app): State<Arc<App>>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let deadline = deadline(&app.limits, parts.uri.query());
+    let budget = parts
+        .extensions
+        .get::<ConnectionBudget>()
+        .unwrap_or(&app.detached)
+        .hold();
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    match tokio::time::timeout(deadline, review(&app, body, length, budget)).await {
         Ok(response) => response,
         Err(_) => {
             app.metrics
@@ -258,7 +308,48 @@ async fn mutate(State(app): State<Arc<App>>, uri: axum::http::Uri, body: Body) -
     }
 }
 
-async fn review(app: &App, body: Body) -> Response {
+/// Why a body was not read whole.
+enum BodyError {
+    TooLarge,
+    Busy(Exhausted),
+    Read(String),
+}
+
+/// Reads a request body of at most `limit` bytes, reserving each byte in `held` before it is kept
+/// (all at once when `Content-Length` says how many will come, so a refusal costs no buffering).
+async fn read_body(
+    body: Body,
+    limit: usize,
+    length: Option<usize>,
+    held: &mut Held,
+) -> Result<bytes::Bytes, BodyError> {
+    use http_body_util::BodyExt as _;
+    if let Some(n) = length {
+        if n > limit {
+            return Err(BodyError::TooLarge);
+        }
+        held.grow(n).map_err(BodyError::Busy)?;
+    }
+    let mut buf = bytes::BytesMut::with_capacity(length.unwrap_or(0));
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+        let Ok(chunk) = frame.into_data() else {
+            continue; // trailers
+        };
+        let total = buf.len() + chunk.len();
+        if total > limit {
+            return Err(BodyError::TooLarge);
+        }
+        if total > held.bytes() {
+            held.grow(total - held.bytes()).map_err(BodyError::Busy)?;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+async fn review(app: &App, body: Body, length: Option<usize>, mut held: Held) -> Response {
     let bad = |reason: &'static str| {
         app.metrics
             .bad_requests
@@ -266,17 +357,32 @@ async fn review(app: &App, body: Body) -> Response {
             .inc()
     };
     let limit = app.limits.max_body_bytes;
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Err(e) => {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                bad("too_large");
-                return json_error_closing(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("request body exceeds {limit} bytes"),
-                );
-            }
+    let bytes = match read_body(body, limit, length, &mut held).await {
+        Err(BodyError::TooLarge) => {
+            bad("too_large");
+            return json_error_closing(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body exceeds {limit} bytes"),
+            );
+        }
+        Err(BodyError::Busy(which)) => {
+            bad("overloaded");
+            tracing::warn!(
+                bound = which.as_str(),
+                "request body refused: memory budget spent"
+            );
+            let mut resp = json_error_closing(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "too many request bytes in flight for this {}; retry",
+                    which.as_str()
+                ),
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            return resp;
+        }
+        Err(BodyError::Read(e)) => {
             bad("read_error");
             return json_error_closing(
                 StatusCode::BAD_REQUEST,
@@ -412,8 +518,10 @@ impl Bound {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let acceptor = TlsAcceptor::from(tls);
-        let graceful = GracefulShutdown::new();
-        let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+        let max_connections = limits.max_connections.clamp(1, u32::MAX as usize);
+        let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+        let budget = BodyBudget::new(limits.budget());
+        let (stop, stopping) = tokio::sync::watch::channel(false);
         tokio::pin!(shutdown);
         loop {
             // At the connection cap, stop accepting: new connections wait in the kernel's backlog.
@@ -436,73 +544,131 @@ impl Bound {
                 },
                 () = &mut shutdown => break,
             };
+            let Some(conn_budget) = budget.connect(peer.ip()) else {
+                tracing::debug!(%peer, "address holds its share of connections; closed");
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let router = router.clone();
-            let watcher = graceful.watcher();
-            let limits = limits.clone();
+            let connection = Connection {
+                acceptor: acceptor.clone(),
+                router: router.clone(),
+                limits: limits.clone(),
+                budget: conn_budget,
+                stopping: stopping.clone(),
+            };
             tokio::spawn(async move {
                 let _slot = slot;
-                let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp))
-                    .await
-                {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-                let mut builder = auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(limits.header_timeout)
-                    .keep_alive(true);
-                builder
-                    .http2()
-                    .timer(TokioTimer::new())
-                    .max_concurrent_streams(250);
-                // A client that completes the handshake and then says nothing would sit in hyper's
-                // protocol detection forever (the header timer starts only once bytes arrive): close
-                // connections that bring no request within the header timeout.
-                let asked = Arc::new(AtomicBool::new(false));
-                let seen = asked.clone();
-                let service = TowerToHyperService::new(tower::ServiceExt::map_request(
-                    router,
-                    move |req: axum::http::Request<hyper::body::Incoming>| {
-                        seen.store(true, Ordering::Relaxed);
-                        req
-                    },
-                ));
-                let conn = watcher.watch(
-                    builder
-                        .serve_connection(TokioIo::new(tls), service)
-                        .into_owned(),
-                );
-                tokio::pin!(conn);
-                let silent = async {
-                    tokio::time::sleep(limits.header_timeout).await;
-                    if asked.load(Ordering::Relaxed) {
-                        std::future::pending::<()>().await;
-                    }
-                };
-                tokio::select! {
-                    result = &mut conn => if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    },
-                    () = silent => tracing::debug!(%peer, "connection sent no request in time; closed"),
-                }
+                connection.run(tcp, peer).await;
             });
         }
         drop(self.listener);
         tracing::info!("shutting down: draining connections");
+        let _ = stop.send(true);
+        let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
         tokio::select! {
-            () = graceful.shutdown() => tracing::info!("all connections closed"),
+            _ = slots.acquire_many(all) => tracing::info!("all connections closed"),
             () = tokio::time::sleep(limits.drain_timeout) => tracing::warn!("drain deadline passed; closing remaining connections"),
+        }
+    }
+}
+
+/// One accepted TCP connection, served until it closes, idles out or the server stops.
+struct Connection {
+    acceptor: TlsAcceptor,
+    router: Router,
+    limits: Limits,
+    budget: ConnectionBudget,
+    stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Connection {
+    async fn run(mut self, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+        let limits = &self.limits;
+        let tls =
+            match tokio::time::timeout(limits.handshake_timeout, self.acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .max_buf_size(64 * 1024)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .max_header_list_size(64 * 1024)
+            // A peer that stops answering pings is gone: free its connection.
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(10));
+        // When the last request started (ms since the connection opened, + 1; 0: none yet).
+        let opened = Instant::now();
+        let last_request = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = last_request.clone();
+        let budget = self.budget.clone();
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            self.router.clone(),
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                let at = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+                seen.store(at + 1, Ordering::Relaxed);
+                req.extensions_mut().insert(budget.clone());
+                req
+            },
+        ));
+        let conn = builder.serve_connection(TokioIo::new(tls), service);
+        tokio::pin!(conn);
+        let mut closing: Option<Instant> = None;
+        loop {
+            // A client that completes the handshake and then says nothing would sit in hyper's
+            // protocol detection forever (the header timer starts only once bytes arrive): close it
+            // after the header timeout. Later, a connection idle for `idle_timeout` is closed
+            // gracefully (every review finishes within its deadline, far below the idle timeout).
+            let last = last_request.load(Ordering::Relaxed);
+            let wake = match (closing, last) {
+                (Some(since), _) => since + limits.drain_timeout,
+                (None, 0) => opened + limits.header_timeout,
+                (None, ms) => opened + Duration::from_millis(ms - 1) + limits.idle_timeout,
+            };
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                changed = self.stopping.changed(), if closing.is_none() => {
+                    if changed.is_err() || *self.stopping.borrow() {
+                        conn.as_mut().graceful_shutdown();
+                        closing = Some(Instant::now());
+                    }
+                }
+                () = tokio::time::sleep_until(wake.into()) => {
+                    if closing.is_some() {
+                        tracing::debug!(%peer, "connection did not close in time after shutdown; dropped");
+                        return;
+                    }
+                    let now = last_request.load(Ordering::Relaxed);
+                    if now == 0 {
+                        tracing::debug!(%peer, "connection sent no request in time; closed");
+                        return;
+                    }
+                    if now == last {
+                        tracing::debug!(%peer, "connection idle; closing");
+                        conn.as_mut().graceful_shutdown();
+                        closing = Some(Instant::now());
+                    }
+                }
+            }
         }
     }
 }
