@@ -184,11 +184,26 @@ fn own_claims_are_enforced_never_rewritten() {
     p["spec"]["resourceClaims"][0]["resourceClaimTemplateName"] = json!("gpu-slicer-mig-1g.10gb");
     let (d, _) = in_shipped(&p, "ml-inference");
     assert!(d.denied.unwrap().contains("it uses the device plugin"));
-    // A claim of the pod's own next to nvidia.com/gpu: a conflict that says what to change.
+    // A claim of the pod's own next to nvidia.com/gpu: a conflict that says what to change (a
+    // claim known to ask for no GPU); unread (offline), it is refused as unchecked first.
     let mut p = pod(vec![container("main", &[("nvidia.com/gpu", "1")], false)]);
     p["spec"]["resourceClaims"] =
         json!([{"name": "efa", "resourceClaimTemplateName": "efa-template"}]);
     let (d, _) = in_dra(&p, "ml-inference-dra");
+    assert!(d.denied.unwrap().contains("could not be checked for GPUs"));
+    let mut facts = gpu_slicer::claims::ClaimFacts::default();
+    facts.insert("efa", gpu_slicer::claims::ClaimVerdict::NotGpu);
+    let typed: gpu_slicer::pod::Pod = serde_json::from_value(p.clone()).unwrap();
+    let d = gpu_slicer::engine::decide_with_claims(
+        &typed,
+        gpu_slicer::engine::Namespace {
+            name: "ml-inference-dra",
+            labels: &labels(&[]),
+        },
+        &facts,
+        &dra_policy(),
+        &dra_pools(),
+    );
     let msg = d.denied.unwrap();
     assert!(
         msg.contains("the pod has its own ResourceClaim \"efa\" and also asks for nvidia.com/gpu"),

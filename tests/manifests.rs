@@ -205,9 +205,9 @@ fn the_webhook_configuration_is_what_the_design_asks_for() {
         cel.contains("initContainers") && cel.contains("nvidia.com/"),
         "{cel}"
     );
-    // Pods that claim from gpu-slicer's templates (backend: dra) are enforced too.
+    // Pods that make any DRA claim are enforced too (a claim of any name may ask for GPUs).
     assert!(
-        cel.contains("resourceClaimTemplateName.startsWith('gpu-slicer-')"),
+        cel.contains("has(object.spec.resourceClaims) && size(object.spec.resourceClaims) > 0"),
         "{cel}"
     );
 }

@@ -4,6 +4,7 @@
 //! ([`claim_templates`]), `plan --from-cluster`, `doctor` and `policy report` all go through it.
 
 pub mod claim_templates;
+pub mod claims;
 pub mod kubeapi;
 pub mod watch;
 

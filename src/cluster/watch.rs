@@ -292,6 +292,15 @@ impl Cluster {
         result
     }
 
+    /// What the pod's own ResourceClaims in `namespace` ask for (see [`super::claims`]).
+    pub async fn read_claims(
+        &self,
+        namespace: &str,
+        own: &[(String, crate::claims::ClaimSource<'_>)],
+    ) -> crate::claims::ClaimFacts {
+        super::claims::read(&self.client, namespace, own).await
+    }
+
     /// A receiver that changes whenever a watch event has been applied (tests await it).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()

@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::audit::{self, Change, Outcome, Record};
 use crate::catalog;
+use crate::claims::{self, ClaimFacts, ClaimSource, ClaimVerdict};
 use crate::dra;
 use crate::nodepool::{NODEPOOL_LABEL, NodePool, NodePoolIndex};
 use crate::pod::{Pod, Section, Toleration};
@@ -188,16 +189,71 @@ fn slicer_claims(pod: &Pod) -> impl Iterator<Item = (&str, &str)> {
     })
 }
 
-/// Whether the pod asks for any GPU resource (only such pods are decided on, audited, or need facts
-/// such as namespace labels).
+/// Whether the pod asks, or may ask, for any GPU resource (only such pods are decided on, audited, or
+/// need facts such as namespace labels): its own claims may, until their verdicts say otherwise.
 pub fn asks_for_gpu(pod: &Pod, policy: &Policy) -> bool {
-    !scan(pod, policy).is_empty() || slicer_claims(pod).next().is_some()
+    !scan(pod, policy).is_empty()
+        || slicer_claims(pod).next().is_some()
+        || claims::own_claims(pod).next().is_some()
 }
 
-/// Decides what to do with a pod being created.
+/// One of the pod's own claims that asks for GPUs, or could not be read.
+#[derive(Debug)]
+struct OwnClaim<'p> {
+    entry: &'p str,
+    source: ClaimSource<'p>,
+    verdict: ClaimVerdict,
+}
+
+impl OwnClaim<'_> {
+    /// `ResourceClaim "gpu" (ResourceClaimTemplate my-gpus) requests DeviceClass gpu.nvidia.com`, or
+    /// why it could not be checked.
+    fn describe(&self) -> String {
+        let what = format!(
+            "ResourceClaim {:?} ({})",
+            self.entry,
+            self.source.describe()
+        );
+        match &self.verdict {
+            ClaimVerdict::Gpu { device_class } => {
+                format!("{what} requests DeviceClass {device_class}")
+            }
+            ClaimVerdict::Unreadable(why) => {
+                format!("{what} could not be checked for GPUs ({why})")
+            }
+            ClaimVerdict::NotGpu => what,
+        }
+    }
+}
+
+fn own_gpu_claims<'p>(pod: &'p Pod, facts: &ClaimFacts) -> Vec<OwnClaim<'p>> {
+    claims::own_claims(pod)
+        .map(|(c, source)| OwnClaim {
+            entry: &c.name,
+            source,
+            verdict: facts.verdict(&c.name),
+        })
+        .filter(|c| c.verdict != ClaimVerdict::NotGpu)
+        .collect()
+}
+
+/// Decides what to do with a pod being created, its own claims unread (offline: see
+/// [`decide_with_claims`]).
 pub fn decide(pod: &Pod, ns: Namespace<'_>, policy: &Policy, pools: &NodePoolIndex) -> Decision {
+    decide_with_claims(pod, ns, &ClaimFacts::default(), policy, pools)
+}
+
+/// Decides what to do with a pod being created, given what its own ResourceClaims ask for.
+pub fn decide_with_claims(
+    pod: &Pod,
+    ns: Namespace<'_>,
+    facts: &ClaimFacts,
+    policy: &Policy,
+    pools: &NodePoolIndex,
+) -> Decision {
     let uses = scan(pod, policy);
-    if uses.is_empty() && slicer_claims(pod).next().is_none() {
+    let own = own_gpu_claims(pod, facts);
+    if uses.is_empty() && slicer_claims(pod).next().is_none() && own.is_empty() {
         // Not a GPU pod: no rule applies, not even deny (a deny rule bans GPUs, not pods).
         return Decision::untouched();
     }
@@ -238,6 +294,7 @@ pub fn decide(pod: &Pod, ns: Namespace<'_>, policy: &Policy, pools: &NodePoolInd
         rule,
         pools,
         uses,
+        own,
         warnings: Vec::new(),
     }
     .run()
@@ -280,6 +337,8 @@ struct Planner<'a> {
     rule: &'a Rule,
     pools: &'a NodePoolIndex,
     uses: Vec<GpuUse<'a>>,
+    /// The pod's own claims that ask for GPUs or could not be read.
+    own: Vec<OwnClaim<'a>>,
     warnings: Vec<String>,
 }
 
@@ -324,13 +383,37 @@ impl Planner<'_> {
                 };
             }
             Action::Deny => {
-                let msg = format!(
-                    "namespace {:?} may not use GPUs (policy rule {:?}); remove the nvidia.com/ resource requests or ask the platform team",
+                let mut msg = format!(
+                    "namespace {:?} may not use GPUs (policy rule {:?}); remove the nvidia.com/ resource requests",
                     self.ns.name, rule.name
                 );
+                for c in &self.own {
+                    msg.push_str(&format!(" and the {}", c.describe()));
+                }
+                msg.push_str(" or ask the platform team");
                 return self.deny(msg);
             }
             Action::Mig | Action::Timeslice | Action::Mps | Action::Exclusive => {}
+        }
+
+        // GPUs claimed past the rule: the rule's slices, routing and limits would not hold.
+        if let Some(c) = self.own.first() {
+            let fix = match c.verdict {
+                ClaimVerdict::Unreadable(_) => format!(
+                    "create the {} before the pod, or ask for nvidia.com/gpu instead",
+                    c.source.describe()
+                ),
+                _ => "drop the claim and ask for nvidia.com/gpu, which gpu-slicer gives as the rule says".into(),
+            };
+            let msg = format!(
+                "the pod's {}, outside the GPU policy: namespace {:?} gets GPUs from rule {} ({} {}); {fix}",
+                c.describe(),
+                self.ns.name,
+                rule.name,
+                rule.action.as_str(),
+                rule.backend.as_str()
+            );
+            return self.deny(msg);
         }
 
         if let Some(msg) = dra::unsupported(rule) {

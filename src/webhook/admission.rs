@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::audit::{self, Entry, Owner};
+use crate::claims::ClaimFacts;
 use crate::engine::{self, Decision, Namespace};
 use crate::mode;
 use crate::nodepool::NodePoolIndex;
@@ -280,8 +281,35 @@ impl Request {
         (policy.needs_labels(ns) && engine::asks_for_gpu(pod, policy)).then_some(ns.as_str())
     }
 
-    /// Decides and writes the answer.
-    pub fn decide(mut self, policy: &Policy, pools: &NodePoolIndex, labels: Labels) -> Reviewed {
+    /// The pod's own ResourceClaims (not from gpu-slicer's templates) and what each points at, for the
+    /// edge to read before deciding: `(entry name, source)`.
+    pub fn own_claims(&self) -> Vec<(String, crate::claims::ClaimSource<'_>)> {
+        let Some((pod, _)) = self.pod.as_ref() else {
+            return Vec::new();
+        };
+        crate::claims::own_claims(pod)
+            .map(|(c, source)| (c.name.clone(), source))
+            .collect()
+    }
+
+    /// The namespace of the pod under review.
+    pub fn namespace(&self) -> Option<&str> {
+        self.pod.as_ref().map(|(_, ns)| ns.as_str())
+    }
+
+    /// Decides and writes the answer, the pod's own claims unread (see [`Request::decide_with_claims`]).
+    pub fn decide(self, policy: &Policy, pools: &NodePoolIndex, labels: Labels) -> Reviewed {
+        self.decide_with_claims(policy, pools, labels, &ClaimFacts::default())
+    }
+
+    /// Decides and writes the answer, given what the pod's own claims ask for.
+    pub fn decide_with_claims(
+        mut self,
+        policy: &Policy,
+        pools: &NodePoolIndex,
+        labels: Labels,
+        claims: &ClaimFacts,
+    ) -> Reviewed {
         let Some((pod, namespace)) = self.pod.take() else {
             return Reviewed {
                 body: allow_untouched(&self.uid),
@@ -291,50 +319,33 @@ impl Request {
             };
         };
         let empty = BTreeMap::new();
-        let decision = match &labels {
-            Labels::Known(l) => engine::decide(
-                &pod,
-                Namespace {
-                    name: &namespace,
-                    labels: l,
-                },
-                policy,
-                pools,
-            ),
-            Labels::NotNeeded => engine::decide(
-                &pod,
-                Namespace {
-                    name: &namespace,
-                    labels: &empty,
-                },
-                policy,
-                pools,
-            ),
-            Labels::Unknown(why) => {
-                let fallback = name_label(&namespace);
-                let d = engine::decide(
-                    &pod,
-                    Namespace {
-                        name: &namespace,
-                        labels: &fallback,
-                    },
-                    policy,
-                    pools,
-                );
-                if d.audit.is_some() {
-                    let rule = policy.rule_for(&namespace, &fallback);
-                    engine::refuse(
-                        format!(
-                            "gpu-slicer: the labels of namespace {namespace:?} could not be read ({why}) and the GPU policy selects rules by namespace labels; retry in a moment"
-                        ),
-                        rule,
-                        // Audit mode never denies, not even on missing facts.
-                        rule.map_or(policy.mode, |r| r.mode),
-                    )
-                } else {
-                    d
-                }
+        let fallback;
+        let ns_labels = match &labels {
+            Labels::Known(l) => l,
+            Labels::NotNeeded => &empty,
+            Labels::Unknown(_) => {
+                fallback = name_label(&namespace);
+                &fallback
             }
+        };
+        let ns = Namespace {
+            name: &namespace,
+            labels: ns_labels,
+        };
+        let decided = engine::decide_with_claims(&pod, ns, claims, policy, pools);
+        let decision = match &labels {
+            Labels::Unknown(why) if decided.audit.is_some() => {
+                let rule = policy.rule_for(&namespace, ns_labels);
+                engine::refuse(
+                    format!(
+                        "gpu-slicer: the labels of namespace {namespace:?} could not be read ({why}) and the GPU policy selects rules by namespace labels; retry in a moment"
+                    ),
+                    rule,
+                    // Audit mode never denies, not even on missing facts.
+                    rule.map_or(policy.mode, |r| r.mode),
+                )
+            }
+            _ => decided,
         };
         let decision = mode::apply(decision);
         let body = respond(&self.uid, &decision);

@@ -30,6 +30,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admission::{self, BadReview, Labels, StaticFacts};
 use crate::audit::Outcome;
+use crate::claims::ClaimFacts;
 use crate::cluster::{Cluster, Lookup};
 use crate::metrics::{AdmissionLabels, AuditLabels, ErrorLabels, Metrics};
 use crate::nodepool::NodePoolIndex;
@@ -204,6 +205,18 @@ impl App {
                 tracing::warn!(namespace = ns, error = %why, "namespace labels unavailable");
                 Labels::Unknown(why)
             }
+        }
+    }
+}
+
+impl App {
+    /// What the pod's own ResourceClaims ask for: read in cluster mode; offline, unread (the engine
+    /// then refuses GPU-ish claims outside passthrough rules, saying why).
+    async fn claims_for(&self, request: &admission::Request) -> ClaimFacts {
+        let own = request.own_claims();
+        match (self.cluster(), request.namespace()) {
+            (Some(cluster), Some(ns)) if !own.is_empty() => cluster.read_claims(ns, &own).await,
+            _ => ClaimFacts::default(),
         }
     }
 }
@@ -396,7 +409,8 @@ async fn review(app: &App, body: Body, length: Option<usize>, mut held: Held) ->
         Ok(request) => {
             let policy = app.policy.load_full();
             let labels = app.labels_for(&request, &policy).await;
-            let reviewed = request.decide(&policy, &app.pools.load(), labels);
+            let claims = app.claims_for(&request).await;
+            let reviewed = request.decide_with_claims(&policy, &app.pools.load(), labels, &claims);
             let m = &app.metrics;
             let (outcome, action, rule) = match &reviewed.audit {
                 Some(a) => (
