@@ -8,7 +8,7 @@ mod common;
 
 use std::io::Write as _;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -46,14 +46,8 @@ fn finish(mut child: Child, limit: Duration, what: &str) -> Output {
 
 /// Runs the binary with these arguments, empty stdin, and a 20 s deadline.
 fn gpu_slicer(args: &[&str]) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_gpu-slicer"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the gpu-slicer binary runs");
+    let mut child = spawn_gpu_slicer(args);
+    drop(child.stdin.take()); // end of input
     finish(child, Duration::from_secs(20), &args.join(" "))
 }
 
@@ -223,14 +217,7 @@ fn stdin_past_the_input_limit_is_refused() {
         ["mutate", "-n", "team-a", "-f", "-"].as_slice(),
         ["policy", "report", "-f", "-"].as_slice(),
     ] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gpu-slicer"))
-            .args(args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the gpu-slicer binary runs");
+        let mut child = spawn_gpu_slicer(args);
         let mut pipe = child.stdin.take().unwrap();
         // Endless spaces, until the reader hangs up (a broken pipe ends the writer).
         let writer = std::thread::spawn(move || {
