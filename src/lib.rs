@@ -17,12 +17,16 @@
 //! - [`commands`]: what runs on top. [`cli`], [`plan`] (the cost planner), [`doctor`], [`report`]
 //!   (`policy report`).
 //!
+//! - [`yaml`] and [`input`]: reading Kubernetes YAML, and every offline input, capped in size
+//!   ([`input::MAX_INPUT_BYTES`]) and from regular files only.
+//!
 //! Each module is also re-exported at the crate root (`gpu_slicer::engine`, ...), so paths stay short.
 
 pub mod cluster;
 pub mod commands;
 pub mod decision;
 pub mod gpu;
+pub mod input;
 pub mod webhook;
 pub mod yaml;
 

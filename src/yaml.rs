@@ -17,7 +17,8 @@ pub fn documents(text: &str) -> Result<Vec<serde_json::Value>, String> {
 }
 
 /// Every document of every `*.yaml` / `*.yml` file directly in `dir`, sorted by file name, with the
-/// file each came from. Errors are `(path, message)`.
+/// file each came from (each read through [`crate::input`], so capped in size). Errors are
+/// `(path, message)`.
 pub fn documents_in_dir(dir: &Path) -> Result<Vec<(String, serde_json::Value)>, (String, String)> {
     let shown = dir.display().to_string();
     let entries = std::fs::read_dir(dir).map_err(|e| (shown.clone(), e.to_string()))?;
@@ -32,7 +33,7 @@ pub fn documents_in_dir(dir: &Path) -> Result<Vec<(String, serde_json::Value)>, 
     let mut out = Vec::new();
     for file in files {
         let path = file.display().to_string();
-        let text = std::fs::read_to_string(&file).map_err(|e| (path.clone(), e.to_string()))?;
+        let text = crate::input::read_text(&file).map_err(|e| (path.clone(), e.to_string()))?;
         for doc in documents(&text).map_err(|e| (path.clone(), e))? {
             out.push((path.clone(), doc));
         }

@@ -1,6 +1,6 @@
 //! The `gpu-slicer` command line (DESIGN.md "Command line").
 
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,6 +14,7 @@ use crate::audit;
 use crate::check;
 use crate::cluster::Cluster;
 use crate::cluster::kubeapi;
+use crate::commands::terminal::escape_controls;
 use crate::doctor;
 use crate::engine::{self, Namespace};
 use crate::gpu_operator::GpuOperatorConfigs;
@@ -466,7 +467,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
-            eprintln!("error: {e}");
+            eprintln!("error: {}", escape_controls(&e));
             ExitCode::FAILURE
         }
     }
@@ -475,8 +476,8 @@ fn serve(args: ServeArgs) -> ExitCode {
 async fn serve_async(args: ServeArgs) -> Result<(), String> {
     let (policy, policy_bytes) = match &args.policy {
         Some(path) => {
-            let bytes =
-                std::fs::read(path).map_err(|e| format!("--policy {}: {e}", path.display()))?;
+            let bytes = crate::input::read_bytes(path)
+                .map_err(|e| format!("--policy {}: {e}", path.display()))?;
             let policy = Policy::parse(
                 &String::from_utf8_lossy(&bytes),
                 &path.display().to_string(),
@@ -573,21 +574,9 @@ fn mutate(args: MutateArgs) -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", escape_controls(&e));
             ExitCode::from(2)
         }
-    }
-}
-
-fn read_input(file: &str) -> Result<String, String> {
-    if file == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|e| format!("stdin: {e}"))?;
-        Ok(s)
-    } else {
-        std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))
     }
 }
 
@@ -597,7 +586,7 @@ fn mutate_inner(args: &MutateArgs) -> Result<bool, String> {
         policy.force_mode(mode.into());
     }
     let pools = load_pools(args.nodepools.as_deref())?;
-    let text = read_input(&args.file)?;
+    let text = crate::input::read_arg(&args.file)?;
     let docs = crate::yaml::documents(&text).map_err(|e| format!("{}: {e}", args.file))?;
     let [doc] = docs.as_slice() else {
         return Err(format!(
@@ -655,7 +644,7 @@ fn mutate_inner(args: &MutateArgs) -> Result<bool, String> {
     let decision = crate::mode::apply(decision);
 
     for w in &decision.warnings {
-        eprintln!("Warning: {w}");
+        eprintln!("Warning: {}", escape_controls(w));
     }
     if let Some(record) = &decision.audit {
         eprintln!(
@@ -664,7 +653,7 @@ fn mutate_inner(args: &MutateArgs) -> Result<bool, String> {
         );
     }
     if let Some(reason) = &decision.denied {
-        eprintln!("denied: {reason}");
+        eprintln!("denied: {}", escape_controls(reason));
     }
     let out = match args.output {
         Output::Review => {
@@ -713,7 +702,7 @@ fn policy_check(args: CheckArgs) -> ExitCode {
     let (policy, pools, ops, classes) = match loaded {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{}", escape_controls(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -732,7 +721,7 @@ fn policy_check(args: CheckArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         for e in &report.errors {
-            eprintln!("{e}");
+            eprintln!("{}", escape_controls(e));
         }
         eprintln!("{origin}: {} problem(s)", report.errors.len());
         ExitCode::FAILURE
@@ -752,7 +741,7 @@ fn policy_report(args: ReportArgs) -> ExitCode {
         }
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", escape_controls(&e));
             ExitCode::from(2)
         }
     }
@@ -785,10 +774,7 @@ fn policy_report_inner(args: &ReportArgs) -> Result<report::Report, String> {
     let (docs, policy, pools, source) = if args.from_cluster {
         report_inputs_from_cluster(args)?
     } else {
-        let (docs, notes) = report::read::load_paths(&args.files)?;
-        for n in &notes {
-            eprintln!("note: {n}");
-        }
+        let docs = report::read::load_paths(&args.files)?;
         let source = format!(
             "{} against {}",
             args.files.join(", "),
@@ -900,7 +886,7 @@ fn print_yaml_or_fail(result: Result<String, String>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{}", escape_controls(&e));
             ExitCode::FAILURE
         }
     }
@@ -956,7 +942,7 @@ fn dra_device_classes(args: DraClassesArgs) -> ExitCode {
         let policy = Policy::load(&args.policy).map_err(|e| e.to_string())?;
         let (classes, skipped) = crate::dra::device_classes(&policy);
         for s in &skipped {
-            eprintln!("note: not mapped: {s}");
+            eprintln!("note: not mapped: {}", escape_controls(s));
         }
         if classes.is_empty() {
             return Err(format!(
@@ -974,9 +960,8 @@ fn dra_device_classes(args: DraClassesArgs) -> ExitCode {
 fn plan_command(args: PlanArgs) -> ExitCode {
     let result = (|| -> Result<(), String> {
         let mut inventory = match &args.file {
-            Some(file) => {
-                plan::Inventory::parse(&read_input(file)?, file).map_err(|e| e.to_string())?
-            }
+            Some(file) => plan::Inventory::parse(&crate::input::read_arg(file)?, file)
+                .map_err(|e| e.to_string())?,
             None => inventory_from_cluster(args.kubeconfig.as_deref())?,
         };
         if let Some(n) = args.max_shared_replicas {
@@ -996,7 +981,7 @@ fn plan_command(args: PlanArgs) -> ExitCode {
         }
         let plan = plan::plan(&inventory).map_err(|e| e.join("\n"))?;
         for w in &plan.warnings {
-            eprintln!("warning: {w}");
+            eprintln!("warning: {}", escape_controls(w));
         }
         match args.output {
             PlanOutput::Table => print!("{}", plan::table(&plan)),
@@ -1008,7 +993,7 @@ fn plan_command(args: PlanArgs) -> ExitCode {
         if let Some(dir) = &args.emit {
             let emitted = plan::emit::emit(&plan, dir)?;
             for c in &emitted.conflicts {
-                eprintln!("warning: {c}");
+                eprintln!("warning: {}", escape_controls(c));
             }
             eprintln!("wrote {}", emitted.files.join(", "));
         }
@@ -1022,7 +1007,7 @@ fn plan_command(args: PlanArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", escape_controls(&e));
             ExitCode::FAILURE
         }
     }
@@ -1045,7 +1030,7 @@ fn inventory_from_cluster(kubeconfig: Option<&Path>) -> Result<plan::Inventory, 
     })?;
     let (workloads, skipped) = plan::cluster::workloads_from_objects(&objects);
     for s in &skipped {
-        eprintln!("skipped: {s}");
+        eprintln!("skipped: {}", escape_controls(s));
     }
     if workloads.is_empty() {
         return Err(
@@ -1083,11 +1068,14 @@ fn doctor(args: DoctorArgs) -> ExitCode {
     let snapshot = match snapshot {
         Ok(s) => s,
         Err(e @ doctor::read::ReadError::Policy(_)) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", escape_controls(&e.to_string()));
             return ExitCode::from(2);
         }
         Err(e) => {
-            eprintln!("error: cannot read the cluster: {e}");
+            eprintln!(
+                "error: cannot read the cluster: {}",
+                escape_controls(&e.to_string())
+            );
             return ExitCode::from(2);
         }
     };
@@ -1101,7 +1089,7 @@ fn doctor(args: DoctorArgs) -> ExitCode {
         DoctorOutput::Json => match serde_json::to_string_pretty(&report) {
             Ok(json) => println!("{json}"),
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", escape_controls(&e.to_string()));
                 return ExitCode::from(2);
             }
         },
@@ -1123,7 +1111,7 @@ fn certs(args: CertsArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", escape_controls(&e.to_string()));
             ExitCode::FAILURE
         }
     }

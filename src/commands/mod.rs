@@ -4,3 +4,4 @@ pub mod cli;
 pub mod doctor;
 pub mod plan;
 pub mod report;
+pub mod terminal;

@@ -407,7 +407,7 @@ impl Policy {
     /// Reads and validates a policy file.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
         let display = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        let text = crate::input::read_text(path).map_err(|source| PolicyError::Read {
             path: display.clone(),
             source,
         })?;

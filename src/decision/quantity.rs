@@ -17,6 +17,11 @@ pub fn parse_milli(s: &str) -> Option<u128> {
 
 /// `value x 10^scale`, rounded up to a whole number.
 fn parse_scaled(s: &str, scale: i32) -> Option<u128> {
+    scaled(s, scale).map(|(value, _)| value)
+}
+
+/// `value x 10^scale` rounded up, and whether that was exact (no fraction was rounded away).
+fn scaled(s: &str, scale: i32) -> Option<(u128, bool)> {
     let s = s.trim();
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
@@ -66,23 +71,24 @@ fn parse_scaled(s: &str, scale: i32) -> Option<u128> {
         }
     };
     let scale10 = exp10 + scale - i32::try_from(frac_part.len()).ok()?;
-    let mut value = digits.checked_mul(1u128.checked_shl(exp2)?)?;
+    let value = digits.checked_mul(1u128.checked_shl(exp2)?)?;
     if scale10 >= 0 {
-        value = value.checked_mul(10u128.checked_pow(scale10.unsigned_abs())?)?;
+        let value = value.checked_mul(10u128.checked_pow(scale10.unsigned_abs())?)?;
+        Some((value, true))
     } else {
         let div = 10u128.checked_pow(scale10.unsigned_abs())?;
-        value = value.div_ceil(div);
+        Some((value.div_ceil(div), value % div == 0))
     }
-    Some(value)
 }
 
-/// Parses a count of devices (`"1"`, `"4"`): extended resources must be whole numbers.
+/// Parses a count of devices: any quantity whose value is a whole number, as the API server requires
+/// of extended resources (`"1"`, `"4"`, `"1e3"` = 1000, `"1E0"` = 1, `"2k"` = 2000, `"2.0"`), not
+/// `"1500m"` or `"0.5"` (`"1E"` is the Exa suffix). `None` past `u64::MAX`.
 pub fn parse_count(s: &str) -> Option<u64> {
-    let s = s.trim();
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+    match scaled(s, 0)? {
+        (value, true) => u64::try_from(value).ok(),
+        (_, false) => None,
     }
-    s.parse().ok()
 }
 
 #[cfg(test)]
@@ -123,5 +129,30 @@ mod tests {
         assert_eq!(parse_count("2"), Some(2));
         assert_eq!(parse_count("1500m"), None);
         assert_eq!(parse_count("-1"), None);
+    }
+
+    /// Any quantity whose value is whole is a count, in every form the API server accepts.
+    #[test]
+    fn counts_take_exponents_and_suffixes_when_the_value_is_whole() {
+        for (q, n) in [
+            ("1e3", 1000),
+            ("1E0", 1),
+            ("1e0", 1),
+            ("2e+1", 20),
+            ("2k", 2000),
+            ("2.0", 2),
+            ("1Ki", 1024),
+            ("3000m", 3),
+            ("+4", 4),
+            ("0", 0),
+            ("1E", 1_000_000_000_000_000_000), // the Exa suffix, not an exponent
+        ] {
+            assert_eq!(parse_count(q), Some(n), "{q}");
+        }
+        for q in [
+            "0.5", "1500m", "150e-2", "0.9999", "1001u", "1e", "e3", "1.5k3", "", "1E30", "-1e0",
+        ] {
+            assert_eq!(parse_count(q), None, "{q}");
+        }
     }
 }

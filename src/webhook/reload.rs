@@ -47,7 +47,7 @@ impl PolicyReloader {
     /// Reads the file once and acts on what changed.
     pub fn check(&mut self) -> Outcome {
         let shown = self.path.display().to_string();
-        let bytes = match std::fs::read(&self.path) {
+        let bytes = match crate::input::read_bytes(&self.path) {
             Ok(b) => b,
             Err(e) => {
                 let msg = format!("{shown}: {e}");

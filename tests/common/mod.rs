@@ -115,18 +115,24 @@ pub fn resource_keys(pod: &Value) -> Vec<String> {
     keys
 }
 
-/// Runs the `gpu-slicer` binary in the repository root with these arguments and `stdin`.
-pub fn gpu_slicer_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
-    use std::io::Write as _;
+/// Starts the `gpu-slicer` binary in the repository root with these arguments, stdin, stdout and
+/// stderr piped.
+pub fn spawn_gpu_slicer(args: &[&str]) -> std::process::Child {
     use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gpu-slicer"))
+    Command::new(env!("CARGO_BIN_EXE_gpu-slicer"))
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("the gpu-slicer binary runs");
+        .expect("the gpu-slicer binary runs")
+}
+
+/// Runs the `gpu-slicer` binary in the repository root with these arguments and `stdin`.
+pub fn gpu_slicer_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = spawn_gpu_slicer(args);
     let mut pipe = child.stdin.take().expect("stdin is piped");
     pipe.write_all(stdin.as_bytes()).expect("stdin written");
     drop(pipe);

@@ -90,6 +90,7 @@ impl Report {
 
     /// The table: grouped by severity, worst first, ending with the summary line.
     pub fn table(&self) -> String {
+        use crate::commands::terminal::escape_controls;
         let mut out = String::new();
         let mut current = None;
         for f in &self.findings {
@@ -105,10 +106,12 @@ impl Report {
                     .count();
                 out.push_str(&format!("{} ({n})\n", f.severity.as_str().to_uppercase()));
             }
-            out.push_str(&format!("  {}  {}\n", f.check, f.object));
-            out.push_str(&format!("      {}\n", f.message));
+            // Objects and messages carry names from the cluster: escaped, so they cannot drive the
+            // terminal.
+            out.push_str(&format!("  {}  {}\n", f.check, escape_controls(&f.object)));
+            out.push_str(&format!("      {}\n", escape_controls(&f.message)));
             if !f.fix.is_empty() {
-                out.push_str(&format!("      fix: {}\n", f.fix));
+                out.push_str(&format!("      fix: {}\n", escape_controls(&f.fix)));
             }
         }
         if !self.findings.is_empty() {
@@ -211,5 +214,31 @@ INFO (1)
             "0 errors, 0 warnings, 0 info\n"
         );
         assert_eq!(Report::new(Vec::new()).exit_code(), 0);
+    }
+
+    /// Objects and messages quote the cluster (names, annotations, events): an `ESC [2J` in them is
+    /// shown escaped, never sent to the terminal; the JSON keeps it as it is.
+    #[test]
+    fn escape_sequences_from_the_cluster_are_escaped_in_the_table() {
+        let mut finding = f("pod-not-rewritten", Severity::Warning, "Pod/a/b\x1b[2J");
+        finding.message = "annotation says \x1b]0;owned\x07".into();
+        finding.fix = "\u{9b}31m".into();
+        let report = Report::new(vec![finding]);
+        let table = report.table();
+        assert!(
+            !table.chars().any(|c| c.is_control() && c != '\n'),
+            "{table:?}"
+        );
+        assert!(
+            table.contains("  pod-not-rewritten  Pod/a/b\\x1b[2J\n"),
+            "{table}"
+        );
+        assert!(
+            table.contains("annotation says \\x1b]0;owned\\x07\n"),
+            "{table}"
+        );
+        assert!(table.contains("fix: \\u{9b}31m\n"), "{table}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["findings"][0]["object"], "Pod/a/b\x1b[2J");
     }
 }

@@ -1045,18 +1045,21 @@ pub fn plan(inv: &Inventory) -> Result<Plan, Vec<String>> {
 
 /// The plan as the table a person reads.
 pub fn table(plan: &Plan) -> String {
+    use crate::commands::terminal::escape_controls;
     let mut out = String::new();
     out.push_str(
         "WORKLOAD                         REPLICAS  CHOICE                                   WHY\n",
     );
+    // Names and reasons come from the inventory or the cluster: escaped, so they cannot drive the
+    // terminal.
     for w in &plan.workloads {
         let choice = format!("{} {}", w.instance_type, w.layout.name());
         out.push_str(&format!(
             "{:<32} {:>8}  {:<40} {}\n",
-            format!("{}/{}", w.namespace, w.name),
+            escape_controls(&format!("{}/{}", w.namespace, w.name)),
             w.replicas,
-            choice,
-            w.reason
+            escape_controls(&choice),
+            escape_controls(&w.reason)
         ));
     }
     out.push_str("\nNODES AFTER                                                                   FULLEST NODE: vCPU, GiB requested / allocatable\n");
@@ -1119,7 +1122,7 @@ pub fn table(plan: &Plan) -> String {
     if !b.unpriced.is_empty() {
         out.push_str(&format!(
             "note: no on-demand price for the current placement of {}; left out of 'before'\n",
-            b.unpriced.join(", ")
+            escape_controls(&b.unpriced.join(", "))
         ));
     }
     out.push_str(&format!(

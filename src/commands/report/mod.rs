@@ -348,6 +348,7 @@ fn gpus_of(record: &Record) -> (u64, BTreeMap<String, u64>) {
 
 /// The report as a terminal table, then the totals.
 pub fn table(report: &Report) -> String {
+    use crate::commands::terminal::escape_controls;
     use std::fmt::Write as _;
     let mut rows: Vec<[String; 7]> = vec![[
         "NAMESPACE".into(),
@@ -369,16 +370,21 @@ pub fn table(report: &Report) -> String {
         if let Some(m) = &r.message {
             what = m.clone();
         }
-        rows.push([
-            r.namespace.clone(),
-            r.workload(),
-            r.replicas
-                .map_or_else(|| "per node".into(), |n| n.to_string()),
-            r.rule.clone().unwrap_or_else(|| "(defaultAction)".into()),
-            r.mode.as_str().into(),
-            r.outcome.as_str().into(),
-            what,
-        ]);
+        // Names and messages come from the manifests or the cluster: escaped, so they cannot drive
+        // the terminal.
+        rows.push(
+            [
+                r.namespace.clone(),
+                r.workload(),
+                r.replicas
+                    .map_or_else(|| "per node".into(), |n| n.to_string()),
+                r.rule.clone().unwrap_or_else(|| "(defaultAction)".into()),
+                r.mode.as_str().into(),
+                r.outcome.as_str().into(),
+                what,
+            ]
+            .map(|cell| escape_controls(&cell).into_owned()),
+        );
     }
     let mut widths = [0usize; 6];
     for row in &rows {
@@ -410,8 +416,12 @@ pub fn table(report: &Report) -> String {
     for (rule, c) in &report.by_rule {
         let _ = writeln!(
             out,
-            "  rule {rule}: {} rewrite, {} deny, {} unchanged, {} passthrough",
-            c.rewrite, c.deny, c.unchanged, c.passthrough
+            "  rule {}: {} rewrite, {} deny, {} unchanged, {} passthrough",
+            escape_controls(rule),
+            c.rewrite,
+            c.deny,
+            c.unchanged,
+            c.passthrough
         );
     }
     let g = &report.gpus;
@@ -419,7 +429,7 @@ pub fn table(report: &Report) -> String {
         let slices: Vec<String> = g
             .slices_after
             .iter()
-            .map(|(k, n)| format!("{n} x {k}"))
+            .map(|(k, n)| format!("{n} x {}", escape_controls(k)))
             .collect();
         let _ = writeln!(
             out,
@@ -431,7 +441,7 @@ pub fn table(report: &Report) -> String {
         );
     }
     for s in &report.skipped {
-        let _ = writeln!(out, "skipped: {s}");
+        let _ = writeln!(out, "skipped: {}", escape_controls(s));
     }
     out
 }

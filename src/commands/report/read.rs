@@ -4,8 +4,8 @@
 //! Pure on JSON values, so manifests (`-f`) and a cluster's lists (`--from-cluster`) read alike;
 //! [`load_paths`] is the only part that touches files.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
@@ -143,49 +143,82 @@ fn pod_of(template: &Value, name: &str, namespace: &str) -> Value {
 /// One YAML document and where it came from.
 pub type Document = (String, Value);
 
-/// Every document of `path`: a file (`-` is stdin), or every `*.yaml`/`*.yml`/`*.json` file under a
-/// directory, recursively and in name order. A named file that is not YAML is an error; in a
-/// directory such a file (a Helm template, say) is skipped with a note, returned second.
-pub fn load_paths(paths: &[String]) -> Result<(Vec<Document>, Vec<String>), String> {
+/// Every document of `paths`: a file (`-` is stdin), or every `*.yaml`/`*.yml`/`*.json` file under a
+/// directory, recursively and in name order (hidden entries such as `.git` and the kubelet's `..data`
+/// skipped). Every file read must parse: one that does not (a Helm chart's templates, say) is an
+/// error naming it, so no workload slips past `--fail-on deny` unseen.
+///
+/// Symlinks are followed, to files and directories alike, but nothing is read twice: a directory or
+/// file reached again (a link to an ancestor such as `self -> .`, or two links to one place) is an
+/// error naming the link, since its workloads would otherwise be counted twice (or forever). Inputs
+/// are read through [`crate::input`]: regular files only (a FIFO, socket or device is refused before
+/// it is opened) and at most [`crate::input::MAX_INPUT_BYTES`] each.
+pub fn load_paths(paths: &[String]) -> Result<Vec<Document>, String> {
     let mut docs = Vec::new();
-    let mut notes = Vec::new();
+    let mut seen = Seen::default();
     for path in paths {
         if path == "-" {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-                .map_err(|e| format!("stdin: {e}"))?;
+            let text = crate::input::read_arg(path)?;
             push_docs(&mut docs, "stdin", &text)?;
             continue;
         }
         let p = Path::new(path);
+        let mut files = Vec::new();
         if p.is_dir() {
-            let mut files = Vec::new();
-            walk(p, &mut files).map_err(|e| format!("{path}: {e}"))?;
+            walk(p, &mut seen, &mut files)?;
             files.sort();
-            for file in files {
-                let shown = file.display().to_string();
-                let text = std::fs::read_to_string(&file).map_err(|e| format!("{shown}: {e}"))?;
-                if let Err(e) = push_docs(&mut docs, &shown, &text) {
-                    notes.push(format!("{e} (skipped)"));
-                }
-            }
         } else {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("{path}: {e}"))?;
-            push_docs(&mut docs, path, &text)?;
+            files.push(p.to_path_buf());
+        }
+        for file in files {
+            seen.first_visit(&file)?;
+            let shown = file.display().to_string();
+            let text = crate::input::read_text(&file).map_err(|e| format!("{shown}: {e}"))?;
+            push_docs(&mut docs, &shown, &text)?;
         }
     }
-    Ok((docs, notes))
+    Ok(docs)
 }
 
 fn push_docs(out: &mut Vec<Document>, origin: &str, text: &str) -> Result<(), String> {
-    let parsed = crate::yaml::documents(text).map_err(|e| format!("{origin}: {e}"))?;
+    let parsed = crate::yaml::documents(text).map_err(|e| {
+        format!(
+            "{origin}: not valid YAML or JSON: {e} (for a Helm chart, report its rendered \
+             manifests: `helm template ... | gpu-slicer policy report -f -`)"
+        )
+    })?;
     out.extend(parsed.into_iter().map(|d| (origin.to_string(), d)));
     Ok(())
 }
 
-fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
+/// The canonical paths read so far, each with the path it was first reached by.
+#[derive(Default)]
+struct Seen(HashMap<PathBuf, String>);
+
+impl Seen {
+    /// An error when `path` leads somewhere already read.
+    fn first_visit(&mut self, path: &Path) -> Result<(), String> {
+        let shown = path.display().to_string();
+        let canonical = std::fs::canonicalize(path).map_err(|e| format!("{shown}: {e}"))?;
+        if let Some(first) = self.0.get(&canonical) {
+            return Err(format!(
+                "{shown}: leads to {}, already read as {first} (a symlink loop, or a second link \
+                 to the same place: its workloads would be counted twice); remove the link or \
+                 name the target once",
+                canonical.display()
+            ));
+        }
+        self.0.insert(canonical, shown);
+        Ok(())
+    }
+}
+
+fn walk(dir: &Path, seen: &mut Seen, out: &mut Vec<PathBuf>) -> Result<(), String> {
+    seen.first_visit(dir)?;
+    let shown = dir.display().to_string();
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{shown}: {e}"))?;
+    for entry in entries {
+        let path = entry.map_err(|e| format!("{shown}: {e}"))?.path();
         let hidden = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -194,7 +227,7 @@ fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
             continue; // .git, and the kubelet's ..data links
         }
         if path.is_dir() {
-            walk(&path, out)?;
+            walk(&path, seen, out)?;
         } else if matches!(
             path.extension().and_then(|e| e.to_str()),
             Some("yaml" | "yml" | "json")
