@@ -241,7 +241,7 @@ fn likely_cause(s: &ClusterSnapshot, node: &NodeInfo, resource: &str) -> (String
     let pool_hint = pool.map_or("the NodePool's template".to_string(), |p| {
         format!("NodePool {}'s template", p.name)
     });
-    let mig_logs = "read `kubectl -n gpu-operator logs ds/nvidia-mig-manager` for this node";
+    let mig_logs = mig_manager_logs(&node.name);
     match node.label(MIG_CONFIG_STATE_LABEL) {
         Some("failed") => {
             return (
@@ -1033,12 +1033,22 @@ pub fn pod_not_rewritten(s: &ClusterSnapshot) -> Vec<Finding> {
 
 // ---- mig-config-failed ----
 
+/// How to read the mig-manager log of one node: the pod of the GPU Operator's DaemonSet on that node
+/// (`app=nvidia-mig-manager`, assets/state-mig-manager/0600_daemonset.yaml), not `logs
+/// ds/nvidia-mig-manager`, which shows whichever pod kubectl picks.
+fn mig_manager_logs(node: &str) -> String {
+    format!(
+        "read the node's mig-manager log: `kubectl -n {ns} logs $(kubectl -n {ns} get pod -l app=nvidia-mig-manager --field-selector spec.nodeName={node} -o name)`",
+        ns = super::read::GPU_OPERATOR_NAMESPACE
+    )
+}
+
 /// Nodes where mig-manager failed, has been pending too long, or applied another layout than their
 /// NodePool's template asks for.
 pub fn mig_config_failed(s: &ClusterSnapshot, o: &Options) -> Vec<Finding> {
     let mut out = Vec::new();
-    let logs = "read `kubectl -n gpu-operator logs ds/nvidia-mig-manager` (the node's pod)";
     for node in &s.nodes {
+        let logs = mig_manager_logs(&node.name);
         let config = node.label(MIG_CONFIG_LABEL);
         let object = format!("Node/{}", node.name);
         match node.label(MIG_CONFIG_STATE_LABEL) {
@@ -1593,7 +1603,13 @@ mod tests {
             "{}",
             f.fix
         );
-        assert!(f.fix.contains("nvidia-mig-manager"), "{}", f.fix);
+        assert!(
+            f.fix.contains(
+                "-l app=nvidia-mig-manager --field-selector spec.nodeName=ip-10-0-1-9.ec2.internal"
+            ),
+            "{}",
+            f.fix
+        );
     }
 
     #[test]
@@ -1998,7 +2014,14 @@ spec:
             ],
             "{f:#?}"
         );
-        assert!(f[0].fix.contains("nvidia-mig-manager"));
+        // The node's own mig-manager pod, not `logs ds/...` (an arbitrary pod of the DaemonSet).
+        assert!(
+            f[0].fix
+                .contains("--field-selector spec.nodeName=failed-node -o name)`"),
+            "{}",
+            f[0].fix
+        );
+        assert!(!f[0].fix.contains("ds/"), "{}", f[0].fix);
         assert!(
             f[1].message.contains("pending on a node created 2h0m ago"),
             "{}",
