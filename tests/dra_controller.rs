@@ -30,8 +30,12 @@ struct Store {
     namespaces: BTreeMap<String, Value>,
     /// (namespace, name) -> object.
     templates: BTreeMap<(String, String), Value>,
+    /// (namespace, name) -> Pod: what the controller reads before deleting a template.
+    pods: BTreeMap<(String, String), Value>,
     /// `PATCH ns/name`, `DELETE ns/name`: every write, in order.
     writes: Vec<String>,
+    /// Events posted (events.k8s.io/v1).
+    events: Vec<Value>,
 }
 
 struct Fake {
@@ -210,6 +214,26 @@ async fn delete(State(f): State<Arc<Fake>>, Path((ns, name)): Path<(String, Stri
     respond(StatusCode::OK, obj)
 }
 
+async fn pods(State(f): State<Arc<Fake>>, Path(ns): Path<String>) -> Response {
+    let s = f.store.lock().unwrap();
+    let items: Vec<Value> = s
+        .pods
+        .iter()
+        .filter(|((n, _), _)| *n == ns)
+        .map(|(_, v)| v.clone())
+        .collect();
+    respond(
+        StatusCode::OK,
+        json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": s.rv.to_string()}, "items": items}),
+    )
+}
+
+async fn post_event(State(f): State<Arc<Fake>>, body: Bytes) -> Response {
+    let event: Value = serde_json::from_slice(&body).expect("event body is JSON");
+    f.store.lock().unwrap().events.push(event.clone());
+    respond(StatusCode::CREATED, event)
+}
+
 async fn start() -> (SocketAddr, Arc<Fake>) {
     let fake = Arc::new(Fake {
         store: Mutex::new(Store::default()),
@@ -229,6 +253,11 @@ async fn start() -> (SocketAddr, Arc<Fake>) {
         .route(
             "/apis/resource.k8s.io/v1/namespaces/{ns}/resourceclaimtemplates/{name}",
             axum::routing::patch(apply).delete(delete),
+        )
+        .route("/api/v1/namespaces/{ns}/pods", get(pods))
+        .route(
+            "/apis/events.k8s.io/v1/namespaces/{ns}/events",
+            axum::routing::post(post_event),
         )
         .with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -293,9 +322,11 @@ async fn templates_follow_the_policy_and_the_namespaces_and_nothing_else_is_touc
     fake.set_namespace("infer-a", json!({}));
     fake.set_namespace("team-b", json!({}));
     fake.set_namespace("other", json!({}));
-    // Someone else's template, and a stale one of ours where no rule needs it any more.
+    // Someone else's template, a stale one of ours where no rule needs it any more, and one that
+    // carries our label but not our owner annotation (a tenant's copy): never ours to delete.
     fake.put_template("infer-a", json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate", "metadata": {"name": "theirs", "labels": {"team": "x"}}, "spec": {"spec": {"devices": {"requests": []}}}}));
-    fake.put_template("other", json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate", "metadata": {"name": "gpu-slicer-gpu", "labels": {"app.kubernetes.io/managed-by": "gpu-slicer"}}, "spec": {"spec": {"devices": {"requests": []}}}}));
+    fake.put_template("other", ours("gpu-slicer-gpu"));
+    fake.put_template("other", json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate", "metadata": {"name": "gpu-slicer-gpu-x2", "labels": {"app.kubernetes.io/managed-by": "gpu-slicer"}}, "spec": {"spec": {"devices": {"requests": []}}}}));
 
     let (app, controller) = start_controller(
         addr,
@@ -310,9 +341,13 @@ async fn templates_follow_the_policy_and_the_namespaces_and_nothing_else_is_touc
     })
     .await;
     eventually("the stale template is gone", || {
-        fake.templates_in("other").is_empty()
+        !fake.templates_in("other").contains_key("gpu-slicer-gpu")
     })
     .await;
+    assert_eq!(
+        names(&fake.templates_in("other")),
+        vec!["gpu-slicer-gpu-x2"]
+    );
     assert_eq!(
         names(&fake.templates_in("infer-a")),
         vec!["gpu-slicer-mig-1g.10gb", "theirs"]
@@ -385,6 +420,10 @@ async fn templates_follow_the_policy_and_the_namespaces_and_nothing_else_is_touc
         "{writes:?}"
     );
     assert!(!writes.iter().any(|w| w.contains("theirs")), "{writes:?}");
+    assert!(
+        !writes.iter().any(|w| w.contains("other/gpu-slicer-gpu-x2")),
+        "{writes:?}"
+    );
     // Nothing rewritten that was already right: each template applied once per change.
     let applies_1g = writes
         .iter()
@@ -406,5 +445,102 @@ async fn without_dra_rules_the_controller_never_starts() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(fake.writes().is_empty());
     assert_eq!(fake.templates_in("other").len(), 1);
+    controller.abort();
+}
+
+/// A template of gpu-slicer's own: its label and its owner annotation.
+fn ours(name: &str) -> Value {
+    json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate", "metadata": {"name": name, "uid": format!("uid-{name}"),
+        "labels": {"app.kubernetes.io/managed-by": "gpu-slicer"},
+        "annotations": {"gpu-slicer.io/owner": "template-controller"}},
+        "spec": {"spec": {"devices": {"requests": []}}}})
+}
+
+#[tokio::test]
+async fn a_name_held_by_someone_else_is_left_alone_named_in_an_event_and_the_rest_syncs() {
+    let (addr, fake) = start().await;
+    fake.set_namespace("infer-a", json!({}));
+    // A tenant's template under the name gpu-slicer's rule needs, asking for whole GPUs.
+    let tenant = json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate", "metadata": {"name": "gpu-slicer-mig-1g.10gb"},
+        "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": "gpu.nvidia.com"}}]}}}});
+    fake.put_template("infer-a", tenant.clone());
+    let (_app, controller) = start_controller(
+        addr,
+        policy(
+            "  - {name: infer, namespaces: [infer-*], action: mig, backend: dra, mig: {profile: 1g.10gb, allowedProfiles: [1g.10gb, 2g.20gb]}}\n",
+        ),
+        Duration::from_millis(50),
+    );
+    eventually("the other template is still made", || {
+        fake.templates_in("infer-a")
+            .contains_key("gpu-slicer-mig-2g.20gb")
+    })
+    .await;
+    eventually("an event names the held template", || {
+        !fake.store.lock().unwrap().events.is_empty()
+    })
+    .await;
+    let event = fake.store.lock().unwrap().events[0].clone();
+    assert_eq!(event["reason"], "TemplateNameTaken");
+    assert_eq!(event["type"], "Warning");
+    assert!(
+        event["note"]
+            .as_str()
+            .unwrap()
+            .contains("gpu-slicer-mig-1g.10gb"),
+        "{event}"
+    );
+    // Never written: not adopted, not overwritten, not deleted.
+    let writes = fake.writes();
+    assert!(
+        !writes.iter().any(|w| w.ends_with("gpu-slicer-mig-1g.10gb")),
+        "{writes:?}"
+    );
+    let kept = &fake.templates_in("infer-a")["gpu-slicer-mig-1g.10gb"];
+    assert_eq!(kept["spec"], tenant["spec"]);
+    controller.abort();
+}
+
+#[tokio::test]
+async fn templates_live_pods_reference_are_kept_until_the_pods_finish() {
+    let (addr, fake) = start().await;
+    fake.set_namespace("infer-a", json!({}));
+    fake.put_template("infer-a", ours("gpu-slicer-mig-3g.40gb"));
+    let pod = |phase: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "infer-a"},
+        "spec": {"containers": [{"name": "c", "image": "x"}], "resourceClaims": [{"name": "g", "resourceClaimTemplateName": "gpu-slicer-mig-3g.40gb"}]},
+        "status": {"phase": phase}})
+    };
+    fake.store
+        .lock()
+        .unwrap()
+        .pods
+        .insert(("infer-a".into(), "p".into()), pod("Pending"));
+    // The rule no longer offers 3g.40gb: the template goes, but only once no live pod needs it.
+    let (_app, controller) = start_controller(addr, policy(MIG), Duration::from_millis(50));
+    eventually("the rule's template is made", || {
+        fake.templates_in("infer-a")
+            .contains_key("gpu-slicer-mig-1g.10gb")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        fake.templates_in("infer-a")
+            .contains_key("gpu-slicer-mig-3g.40gb"),
+        "deleted while a Pending pod references it"
+    );
+    fake.store
+        .lock()
+        .unwrap()
+        .pods
+        .insert(("infer-a".into(), "p".into()), pod("Succeeded"));
+    // Requeued after RETRY; nudge it with a namespace change instead of waiting 30 s.
+    fake.set_namespace("infer-a", json!({"nudge": "1"}));
+    eventually("deleted once the pod finished", || {
+        !fake
+            .templates_in("infer-a")
+            .contains_key("gpu-slicer-mig-3g.40gb")
+    })
+    .await;
     controller.abort();
 }

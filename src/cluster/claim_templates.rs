@@ -15,13 +15,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::Namespace;
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::resource::v1::ResourceClaimTemplate;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::Value;
 
 use crate::dra::{self, MANAGED_BY};
@@ -33,11 +36,27 @@ pub const FIELD_MANAGER: &str = "gpu-slicer";
 /// How long after a failed reconcile a namespace is tried again.
 pub const RETRY: Duration = Duration::from_secs(30);
 
-/// What one reconcile of a namespace changed.
+/// The annotation gpu-slicer's controller writes on every template it creates; with the managed-by
+/// label, what makes an object its own to change or delete.
+pub const OWNER_ANNOTATION: (&str, &str) = ("gpu-slicer.io/owner", "template-controller");
+
+/// What one reconcile of a namespace changed, and what it left for later.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Sync {
     pub applied: Vec<String>,
     pub deleted: Vec<String>,
+    /// Names gpu-slicer needs that an object of someone else's holds: never touched.
+    pub held: Vec<String>,
+    /// Templates no rule needs (or whose spec must change) that live pods still reference: kept
+    /// until they do not.
+    pub kept: Vec<String>,
+}
+
+impl Sync {
+    /// Whether something is left to do once pods finish or names are freed.
+    pub fn pending(&self) -> bool {
+        !self.held.is_empty() || !self.kept.is_empty()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +72,18 @@ pub enum SyncError {
         name: String,
         message: String,
     },
+    #[error("namespace {namespace}: {} templates failed; first: {first}", .count)]
+    Several {
+        namespace: String,
+        count: usize,
+        first: Box<SyncError>,
+    },
+}
+
+/// Whether gpu-slicer made this template: its managed-by label and its owner annotation.
+pub fn is_ours(t: &ResourceClaimTemplate) -> bool {
+    t.labels().get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1)
+        && t.annotations().get(OWNER_ANNOTATION.0).map(String::as_str) == Some(OWNER_ANNOTATION.1)
 }
 
 /// The label selector of the templates gpu-slicer manages.
@@ -91,7 +122,40 @@ fn same(have: &ResourceClaimTemplate, want: &Value) -> bool {
         && sub(want, "/spec") == sub(&have, "/spec")
 }
 
-/// Brings one namespace's managed templates to what its rule needs.
+/// The templates `namespace`'s live pods (not Succeeded or Failed) reference: deleting one of those
+/// would leave a pod whose claim is not yet made Pending for good.
+async fn referenced(api: &Api<Pod>) -> Result<BTreeSet<String>, kube::Error> {
+    let mut names = BTreeSet::new();
+    let mut params = ListParams::default().limit(500);
+    loop {
+        let page = api.list(&params).await?;
+        for pod in &page.items {
+            let finished = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .is_some_and(|p| p == "Succeeded" || p == "Failed");
+            if finished {
+                continue;
+            }
+            let claims = pod.spec.as_ref().and_then(|s| s.resource_claims.as_ref());
+            names.extend(
+                claims
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c.resource_claim_template_name.clone()),
+            );
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(names),
+        }
+    }
+}
+
+/// Brings one namespace's templates to what its rule needs, touching only gpu-slicer's own
+/// ([`is_ours`]): a name someone else holds is reported in [`Sync::held`], a template live pods still
+/// reference is kept ([`Sync::kept`]), and one failure does not stop the rest.
 pub async fn reconcile_namespace(
     client: &Client,
     policy: &Policy,
@@ -99,64 +163,146 @@ pub async fn reconcile_namespace(
 ) -> Result<Sync, SyncError> {
     let ns = namespace.name_any();
     let api: Api<ResourceClaimTemplate> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let api_err = |source| SyncError::Api {
         namespace: ns.clone(),
         source,
     };
     // A terminating namespace refuses new objects and takes its templates with it.
-    let want = if namespace.metadata.deletion_timestamp.is_some() {
+    let want: Vec<Value> = if namespace.metadata.deletion_timestamp.is_some() {
         Vec::new()
     } else {
         desired(policy, namespace)
+            .into_iter()
+            .map(|mut t| {
+                t["metadata"]["annotations"][OWNER_ANNOTATION.0] = OWNER_ANNOTATION.1.into();
+                t
+            })
+            .collect()
     };
-    let have = api
-        .list(&ListParams::default().labels(&managed_selector()))
-        .await
-        .map_err(api_err)?;
+    // Every template of the namespace, so a name held by another object is seen before any write.
+    let have = api.list(&ListParams::default()).await.map_err(api_err)?;
+    let mut in_use: Option<BTreeSet<String>> = None;
     let mut sync = Sync::default();
+    let mut errors = Vec::new();
     for obj in &want {
-        let name = obj["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        if have
-            .items
-            .iter()
-            .any(|h| h.name_any() == name && same(h, obj))
-        {
-            continue;
-        }
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        api.patch(&name, &params, &Patch::Apply(obj))
-            .await
-            .map_err(|e| SyncError::Template {
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        let existing = have.items.iter().find(|h| h.name_any() == name);
+        let step = match existing {
+            Some(h) if !is_ours(h) => {
+                sync.held.push(name.to_string());
+                continue;
+            }
+            Some(h) if same(h, obj) => continue,
+            // The spec is immutable: a changed one means a new object, once no live pod uses it.
+            Some(h)
+                if h.spec != serde_json::from_value(obj["spec"].clone()).unwrap_or_default() =>
+            {
+                if in_use.is_none() {
+                    in_use = Some(referenced(&pods).await.map_err(api_err)?);
+                }
+                if in_use.as_ref().is_some_and(|u| u.contains(name)) {
+                    sync.kept.push(name.to_string());
+                    continue;
+                }
+                replace(&api, h, obj).await
+            }
+            // Ours with other labels or annotations: apply repairs them.
+            Some(_) => apply(&api, name, obj, true).await,
+            // New: a plain (unforced) apply, so an object someone creates meanwhile is not taken over.
+            None => apply(&api, name, obj, false).await,
+        };
+        match step {
+            Ok(()) => sync.applied.push(name.to_string()),
+            Err(kube::Error::Api(s)) if s.code == 409 => sync.held.push(name.to_string()),
+            Err(e) => errors.push(SyncError::Template {
                 namespace: ns.clone(),
-                name: name.clone(),
+                name: name.to_string(),
                 message: e.to_string(),
-            })?;
-        sync.applied.push(name);
+            }),
+        }
     }
-    for h in &have.items {
+    for h in have.items.iter().filter(|h| is_ours(h)) {
         let name = h.name_any();
         if want.iter().any(|w| w["metadata"]["name"] == name.as_str()) {
             continue;
         }
-        match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => sync.deleted.push(name),
-            // Gone already: what we wanted.
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(api_err(e)),
+        if in_use.is_none() {
+            in_use = Some(referenced(&pods).await.map_err(api_err)?);
+        }
+        if in_use.as_ref().is_some_and(|u| u.contains(&name)) {
+            sync.kept.push(name);
+            continue;
+        }
+        match delete_exact(&api, h).await {
+            Ok(()) => sync.deleted.push(name),
+            // Gone already, or replaced by another object since the list: not ours to delete.
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(e) => errors.push(api_err(e)),
         }
     }
-    if !sync.applied.is_empty() || !sync.deleted.is_empty() {
-        tracing::info!(namespace = %ns, applied = ?sync.applied, deleted = ?sync.deleted, "ResourceClaimTemplates synced");
+    if !sync.applied.is_empty() || !sync.deleted.is_empty() || sync.pending() {
+        tracing::info!(namespace = %ns, applied = ?sync.applied, deleted = ?sync.deleted, held_by_others = ?sync.held, kept_for_pods = ?sync.kept, "ResourceClaimTemplates synced");
     }
-    Ok(sync)
+    match errors.len() {
+        0 => Ok(sync),
+        1 => Err(errors.remove(0)),
+        count => Err(SyncError::Several {
+            namespace: ns,
+            count,
+            first: Box::new(errors.remove(0)),
+        }),
+    }
+}
+
+async fn apply(
+    api: &Api<ResourceClaimTemplate>,
+    name: &str,
+    obj: &Value,
+    force: bool,
+) -> Result<(), kube::Error> {
+    let mut params = PatchParams::apply(FIELD_MANAGER);
+    if force {
+        params = params.force();
+    }
+    api.patch(name, &params, &Patch::Apply(obj))
+        .await
+        .map(|_| ())
+}
+
+/// Deletes exactly the object that was listed (its uid as a precondition): never one that took its
+/// name since.
+async fn delete_exact(
+    api: &Api<ResourceClaimTemplate>,
+    have: &ResourceClaimTemplate,
+) -> Result<(), kube::Error> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: have.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    api.delete(&have.name_any(), &params).await.map(|_| ())
+}
+
+async fn replace(
+    api: &Api<ResourceClaimTemplate>,
+    have: &ResourceClaimTemplate,
+    want: &Value,
+) -> Result<(), kube::Error> {
+    match delete_exact(api, have).await {
+        Ok(()) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(e),
+    }
+    apply(api, &have.name_any(), want, false).await
 }
 
 struct Context {
     client: Client,
     app: Arc<App>,
+    events: Recorder,
 }
 
 /// Runs the controller until the process ends: reconciles every namespace on start, on namespace
@@ -175,7 +321,18 @@ pub async fn run(client: Client, app: Arc<App>, every: Duration) {
             }
         }
     });
-    let context = Arc::new(Context { client, app });
+    let events = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    );
+    let context = Arc::new(Context {
+        client,
+        app,
+        events,
+    });
     Controller::new(namespaces, watcher::Config::default())
         .watches(
             templates,
@@ -194,8 +351,29 @@ pub async fn run(client: Client, app: Arc<App>, every: Duration) {
 
 async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, SyncError> {
     let policy = ctx.app.policy.load_full();
-    reconcile_namespace(&ctx.client, &policy, &namespace).await?;
-    Ok(Action::await_change())
+    let sync = reconcile_namespace(&ctx.client, &policy, &namespace).await?;
+    for name in &sync.held {
+        let note = format!(
+            "ResourceClaimTemplate {name} is needed by gpu-slicer's DRA rule but another object holds the name (no {}={} label and {} annotation); gpu-slicer leaves it alone and pods it rewrites will use it: delete or rename it",
+            MANAGED_BY.0, MANAGED_BY.1, OWNER_ANNOTATION.0
+        );
+        tracing::warn!(namespace = %namespace.name_any(), template = %name, "template name held by another object");
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "TemplateNameTaken".into(),
+            note: Some(note),
+            action: "Apply".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.events.publish(&event, &namespace.object_ref(&())).await {
+            tracing::debug!(error = %e, "event not recorded");
+        }
+    }
+    Ok(if sync.pending() {
+        Action::requeue(RETRY)
+    } else {
+        Action::await_change()
+    })
 }
 
 fn error_policy(_: Arc<Namespace>, error: &SyncError, _: Arc<Context>) -> Action {
