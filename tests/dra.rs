@@ -221,7 +221,7 @@ fn own_claims_are_enforced_never_rewritten() {
 #[test]
 fn time_slicing_is_a_consumable_share_and_mps_or_time_sliced_mig_are_denied() {
     let policy = Policy::parse(
-        "apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec:\n  defaultBackend: dra\n  rules:\n  - {name: ts, namespaces: [ts], action: timeslice}\n  - {name: mps, namespaces: [mps], action: mps}\n  - {name: tsmig, namespaces: [tsmig], action: mig, mig: {profile: 1g.10gb, timeSlicing: {renameByDefault: true}}}\n  - {name: plain, namespaces: [plain], action: mig, backend: devicePlugin, mig: {profile: 1g.10gb}}\n",
+        "apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec:\n  defaultBackend: dra\n  dra: {consumableShares: \"4\"}\n  rules:\n  - {name: ts, namespaces: [ts], action: timeslice}\n  - {name: mps, namespaces: [mps], action: mps}\n  - {name: tsmig, namespaces: [tsmig], action: mig, mig: {profile: 1g.10gb, timeSlicing: {renameByDefault: true}}}\n  - {name: plain, namespaces: [plain], action: mig, backend: devicePlugin, mig: {profile: 1g.10gb}}\n",
         "p.yaml",
     )
     .unwrap();

@@ -2,6 +2,7 @@
 //! reads a file, a clock or the network.
 
 pub mod audit;
+pub mod dra_sharing;
 pub mod engine;
 pub mod mode;
 pub mod pod;
