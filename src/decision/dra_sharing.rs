@@ -186,7 +186,11 @@ pub fn validate(
 }
 
 /// The cells of the action x mode table that are errors.
-fn check_cell(action: Action, shares: ConsumableShares, has_memory: bool) -> Result<(), FieldError> {
+fn check_cell(
+    action: Action,
+    shares: ConsumableShares,
+    has_memory: bool,
+) -> Result<(), FieldError> {
     use ConsumableShares::*;
     let mode = format!("consumableShares {shares}");
     match (action, shares) {
@@ -240,7 +244,9 @@ fn check_fallback(spec: &RuleSpec, fallback: &[String]) -> Result<(), FieldError
         if !allowed.contains(p) {
             return err(
                 &field,
-                format!("{p:?} must be one of mig.allowedProfiles: a fallback is a slice the namespace may have"),
+                format!(
+                    "{p:?} must be one of mig.allowedProfiles: a fallback is a slice the namespace may have"
+                ),
             );
         }
         if !is_larger(p, &mig.profile) {
