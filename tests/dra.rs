@@ -72,11 +72,11 @@ fn whole_gpu_requests_become_claims_from_the_rules_template() {
     assert_eq!(audit.outcome, Outcome::Rewritten);
     assert_eq!(
         audit.changes[0].to,
-        "claim gpu-slicer-mig-1g.10gb (mig 1g.10gb, DRA)"
+        "claim gpu-slicer-mig-1g.10gb (mig 1g.10gb, else 2g.20gb, DRA)"
     );
     assert!(
         d.warnings.iter().any(|w| w
-            .contains("vllm: nvidia.com/gpu 1 -> claim gpu-slicer-mig-1g.10gb (mig 1g.10gb, DRA)")),
+            .contains("vllm: nvidia.com/gpu 1 -> claim gpu-slicer-mig-1g.10gb (mig 1g.10gb, else 2g.20gb, DRA)")),
         "{:?}",
         d.warnings
     );
@@ -429,7 +429,7 @@ fn mutate_shows_the_claim() {
         "gpu-slicer-mig-1g.10gb"
     );
     assert_valid_pod(&pod);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("(mig 1g.10gb, DRA)"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(mig 1g.10gb, else 2g.20gb, DRA)"));
 }
 
 #[test]
