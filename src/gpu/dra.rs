@@ -175,7 +175,7 @@ fn subrequest_name(profile: &str) -> String {
 
 /// `8Gi`, else `512Mi` (memory rounded up to the driver's 1Mi request step).
 pub fn memory_text(bytes: u128) -> String {
-    if bytes % GIB == 0 {
+    if bytes.is_multiple_of(GIB) {
         format!("{}Gi", bytes / GIB)
     } else {
         format!("{}Mi", bytes.div_ceil(MIB))
