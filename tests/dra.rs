@@ -72,11 +72,11 @@ fn whole_gpu_requests_become_claims_from_the_rules_template() {
     assert_eq!(audit.outcome, Outcome::Rewritten);
     assert_eq!(
         audit.changes[0].to,
-        "claim gpu-slicer-mig-1g.10gb (mig 1g.10gb, DRA)"
+        "claim gpu-slicer-mig-1g.10gb (mig 1g.10gb, else 2g.20gb, DRA)"
     );
     assert!(
         d.warnings.iter().any(|w| w
-            .contains("vllm: nvidia.com/gpu 1 -> claim gpu-slicer-mig-1g.10gb (mig 1g.10gb, DRA)")),
+            .contains("vllm: nvidia.com/gpu 1 -> claim gpu-slicer-mig-1g.10gb (mig 1g.10gb, else 2g.20gb, DRA)")),
         "{:?}",
         d.warnings
     );
@@ -236,7 +236,7 @@ fn own_claims_are_enforced_never_rewritten() {
 #[test]
 fn time_slicing_is_a_consumable_share_and_mps_or_time_sliced_mig_are_denied() {
     let policy = Policy::parse(
-        "apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec:\n  defaultBackend: dra\n  rules:\n  - {name: ts, namespaces: [ts], action: timeslice}\n  - {name: mps, namespaces: [mps], action: mps}\n  - {name: tsmig, namespaces: [tsmig], action: mig, mig: {profile: 1g.10gb, timeSlicing: {renameByDefault: true}}}\n  - {name: plain, namespaces: [plain], action: mig, backend: devicePlugin, mig: {profile: 1g.10gb}}\n",
+        "apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec:\n  defaultBackend: dra\n  dra: {consumableShares: \"4\"}\n  rules:\n  - {name: ts, namespaces: [ts], action: timeslice}\n  - {name: mps, namespaces: [mps], action: mps}\n  - {name: tsmig, namespaces: [tsmig], action: mig, mig: {profile: 1g.10gb, timeSlicing: {renameByDefault: true}}}\n  - {name: plain, namespaces: [plain], action: mig, backend: devicePlugin, mig: {profile: 1g.10gb}}\n",
         "p.yaml",
     )
     .unwrap();
@@ -444,7 +444,7 @@ fn mutate_shows_the_claim() {
         "gpu-slicer-mig-1g.10gb"
     );
     assert_valid_pod(&pod);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("(mig 1g.10gb, DRA)"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(mig 1g.10gb, else 2g.20gb, DRA)"));
 }
 
 #[test]

@@ -599,7 +599,7 @@ async fn dra_claims_over_real_tls() {
         out["response"]["auditAnnotations"]["rewrites"]
             .as_str()
             .unwrap()
-            .contains("-> claim gpu-slicer-mig-1g.10gb (mig 1g.10gb, DRA)")
+            .contains("-> claim gpu-slicer-mig-1g.10gb (mig 1g.10gb, else 2g.20gb, DRA)")
     );
     assert_eq!(
         pod["spec"]["resourceClaims"],

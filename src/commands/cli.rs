@@ -337,27 +337,51 @@ pub struct CheckArgs {
     /// `backend: dra` rules use.
     #[arg(long)]
     pub device_classes: Option<PathBuf>,
+    /// The NVIDIA DRA driver's Helm values, to check its consumableShares and kubeletPlugin.nodeSelector
+    /// against the policy and the NodePools.
+    #[arg(long)]
+    pub dra_values: Option<PathBuf>,
 }
 
-/// The names of the DeviceClasses in the YAML files of `dir` (List objects included).
-fn device_class_names(dir: &Path) -> Result<std::collections::BTreeSet<String>, String> {
+/// The DeviceClasses in the YAML files of `dir` (List objects included), with their files.
+fn device_class_objects(dir: &Path) -> Result<Vec<(String, serde_json::Value)>, String> {
     let docs = crate::yaml::documents_in_dir(dir)
         .map_err(|(path, message)| format!("{path}: {message}"))?;
-    let mut names = std::collections::BTreeSet::new();
-    for (_, doc) in docs {
+    let mut classes = Vec::new();
+    for (path, doc) in docs {
         let items = match doc.get("items").and_then(|i| i.as_array()) {
             Some(items) => items.clone(),
             None => vec![doc],
         };
         for item in items {
-            if item.get("kind").and_then(|k| k.as_str()) == Some("DeviceClass")
-                && let Some(name) = item.pointer("/metadata/name").and_then(|n| n.as_str())
-            {
-                names.insert(name.to_string());
+            if item.get("kind").and_then(|k| k.as_str()) == Some("DeviceClass") {
+                classes.push((path.clone(), item));
             }
         }
     }
-    Ok(names)
+    Ok(classes)
+}
+
+/// What the DRA cross-checks read: driver values, DeviceClasses, and the EC2NodeClasses beside the
+/// NodePools.
+fn load_dra_cluster(args: &CheckArgs) -> Result<crate::dra_check::DraCluster, String> {
+    let mut cluster = crate::dra_check::DraCluster {
+        values: args
+            .dra_values
+            .as_deref()
+            .map(crate::dra_check::DriverValues::load)
+            .transpose()?,
+        ..Default::default()
+    };
+    if let Some(dir) = &args.device_classes {
+        cluster.device_classes = device_class_objects(dir)?;
+    }
+    if let Some(dir) = &args.nodepools {
+        let docs = crate::yaml::documents_in_dir(dir)
+            .map_err(|(path, message)| format!("{path}: {message}"))?;
+        cluster.add_node_classes(&docs);
+    }
+    Ok(cluster)
 }
 
 #[derive(Debug, Args)]
@@ -692,27 +716,30 @@ fn policy_check(args: CheckArgs) -> ExitCode {
                 .map(|d| NodePoolIndex::from_dir(d).map_err(|e| e.to_string()))
                 .transpose()?;
             let ops = load_gpu_operator(args.gpu_operator.as_deref())?;
-            let classes = args
-                .device_classes
-                .as_deref()
-                .map(device_class_names)
-                .transpose()?;
-            Ok((policy, pools, ops, classes))
+            let dra = load_dra_cluster(&args)?;
+            let classes = args.device_classes.as_ref().map(|_| {
+                dra.device_classes
+                    .iter()
+                    .filter_map(|(_, c)| c.pointer("/metadata/name")?.as_str().map(str::to_string))
+                    .collect::<std::collections::BTreeSet<String>>()
+            });
+            Ok((policy, pools, ops, classes, dra))
         });
-    let (policy, pools, ops, classes) = match loaded {
+    let (policy, pools, ops, classes, dra) = match loaded {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{}", escape_controls(&e));
             return ExitCode::FAILURE;
         }
     };
-    let report = check::check_with_device_classes(
+    let mut report = check::check_with_device_classes(
         &policy,
         &origin,
         pools.as_ref(),
         ops.as_ref(),
         classes.as_ref(),
     );
+    crate::dra_check::check(&policy, &origin, pools.as_ref(), &dra, &mut report);
     for note in &report.notes {
         println!("note: {note}");
     }

@@ -561,7 +561,11 @@ impl Planner<'_> {
 
     fn note_unused_sizing_annotations(&mut self) {
         for key in [PROFILE_ANNOTATION, GPU_MEMORY_ANNOTATION] {
-            if self.pod.annotation(key).is_some() {
+            // DRA time-slicing by memory asks for the pod's gpu-memory (dra::template_for).
+            let sized_claim = key == GPU_MEMORY_ANNOTATION
+                && self.rule.backend == Backend::Dra
+                && self.rule.dra.shares == crate::dra_sharing::ConsumableShares::Memory;
+            if self.pod.annotation(key).is_some() && !sized_claim {
                 let why = match self.rule.action {
                     Action::Mig => "the pod asks for MIG slices directly",
                     Action::Exclusive => "the rule gives whole GPUs",
@@ -806,7 +810,12 @@ impl Planner<'_> {
         ordered.sort_by_key(|u| (u.section == Section::InitContainers, u.index));
         let mut added: Vec<(String, String)> = Vec::new();
         for u in ordered {
-            let template = dra::template_for(self.rule, profile, u.count.unwrap_or(1));
+            let template = dra::template_for(
+                self.rule,
+                profile,
+                u.count.unwrap_or(1),
+                self.pod.annotation(GPU_MEMORY_ANNOTATION),
+            )?;
             let reuse = (u.section == Section::InitContainers)
                 .then(|| added.iter().find(|(_, t)| *t == template.name))
                 .flatten()

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod claims;
+pub mod dra_sharing;
 pub mod engine;
 pub mod mode;
 pub mod pod;

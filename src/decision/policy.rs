@@ -10,6 +10,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog;
+use crate::dra_sharing::{self, DraSettings, PolicyDraSpec, RuleDraSpec};
 use crate::pod::Toleration;
 
 pub const API_VERSION: &str = "gpu-slicer.io/v1alpha1";
@@ -145,6 +146,9 @@ pub struct PolicySpec {
     /// The backend of rules that do not set one.
     #[serde(default)]
     pub default_backend: Backend,
+    /// How the cluster's NVIDIA DRA driver shares devices (its `consumableShares`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dra: Option<PolicyDraSpec>,
     #[serde(default)]
     pub rules: Vec<RuleSpec>,
 }
@@ -168,6 +172,9 @@ pub struct RuleSpec {
     pub mig: Option<MigSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared: Option<SharedSpec>,
+    /// `backend: dra`: the driver mode of the rule's pools, and a timeslice claim's memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dra: Option<RuleDraSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_per_container: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -192,6 +199,9 @@ pub struct MigSpec {
     /// Set when the nodes' device plugin config time-slices the MIG devices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_slicing: Option<MigTimeSlicing>,
+    /// `backend: dra`: larger profiles a claim takes, in order, when its own is not free.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback: Vec<String>,
 }
 
 /// How the NVIDIA device plugin advertises MIG devices (its `flags.migStrategy`, or the GPU Operator's
@@ -323,6 +333,8 @@ pub struct Rule {
     pub node_selector: BTreeMap<String, String>,
     pub tolerations: Vec<Toleration>,
     pub allow_opt_out: bool,
+    /// `backend: dra`: the driver's sharing mode, a timeslice claim's memory, MIG fallbacks.
+    pub dra: DraSettings,
     /// The rule as written, for `policy check` and generators.
     pub spec: RuleSpec,
 }
@@ -450,6 +462,12 @@ impl Policy {
         }
         let mut names = BTreeSet::new();
         let mut rules = Vec::with_capacity(file.spec.rules.len());
+        let shares = file
+            .spec
+            .dra
+            .as_ref()
+            .map(|d| d.consumable_shares)
+            .unwrap_or_default();
         for (i, spec) in file.spec.rules.into_iter().enumerate() {
             let at = |field: &str| {
                 if field.is_empty() {
@@ -468,7 +486,7 @@ impl Policy {
                 ));
             }
             rules.push(
-                validate_rule(spec, file.spec.mode, file.spec.default_backend)
+                validate_rule(spec, file.spec.mode, file.spec.default_backend, shares)
                     .map_err(|(f, m)| (at(&f), m))?,
             );
         }
@@ -616,6 +634,7 @@ fn validate_rule(
     spec: RuleSpec,
     policy_mode: Mode,
     default_backend: Backend,
+    dra_shares: dra_sharing::ConsumableShares,
 ) -> Result<Rule, (String, String)> {
     let err = |f: &str, m: String| Err((f.to_string(), m));
     if !is_dns_label(&spec.name) {
@@ -694,6 +713,7 @@ fn validate_rule(
             (spec.max_per_container.is_some(), "maxPerContainer"),
             (spec.allow_opt_out, "allowOptOut"),
             (spec.backend.is_some(), "backend"),
+            (spec.dra.is_some(), "dra"),
         ] {
             if set {
                 return err(
@@ -855,6 +875,7 @@ fn validate_rule(
             "single names device plugin resources; with backend dra the claim selects the MIG profile itself: drop mig.strategy".into(),
         );
     }
+    let dra = dra_sharing::validate(&spec, backend, dra_shares)?;
     Ok(Rule {
         name: spec.name.clone(),
         action,
@@ -871,6 +892,7 @@ fn validate_rule(
         node_selector: spec.node_selector.clone(),
         tolerations,
         allow_opt_out: spec.allow_opt_out,
+        dra,
         spec,
     })
 }

@@ -473,7 +473,7 @@ fn check_dra_rules(
         if let Some(classes) = classes {
             let mut wanted: Vec<&str> = dra::templates(rule)
                 .iter()
-                .map(|t| t.device_class)
+                .map(|t| t.device_class())
                 .collect();
             wanted.dedup();
             for class in wanted {

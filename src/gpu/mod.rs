@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod check;
 pub mod dra;
+pub mod dra_check;
 pub mod gpu_operator;
 pub mod karpenter;
 pub mod nodepool;

@@ -63,6 +63,10 @@ pub struct NodePool {
     pub taints: Vec<Taint>,
     /// `spec.template.spec.requirements`.
     pub requirements: Vec<Requirement>,
+    /// `spec.replicas`: a static NodePool (Karpenter's `StaticCapacity`) keeps this many nodes.
+    pub replicas: Option<i64>,
+    /// `spec.template.spec.nodeClassRef.name`: its EC2NodeClass.
+    pub node_class: Option<String>,
     /// The file it was read from, for messages.
     pub source: Option<String>,
 }
@@ -106,6 +110,8 @@ impl NodePool {
             template_labels: template.metadata.labels,
             taints: template.spec.taints,
             requirements: template.spec.requirements,
+            replicas: raw.spec.replicas,
+            node_class: template.spec.node_class_ref.map(|r| r.name),
             source: None,
         })
     }
@@ -126,6 +132,8 @@ struct RawMeta {
 struct RawSpec {
     #[serde(default)]
     template: RawTemplate,
+    #[serde(default)]
+    replicas: Option<i64>,
 }
 #[derive(Deserialize, Default)]
 struct RawTemplate {
@@ -145,6 +153,13 @@ struct RawTemplateSpec {
     taints: Vec<Taint>,
     #[serde(default)]
     requirements: Vec<Requirement>,
+    #[serde(default, rename = "nodeClassRef")]
+    node_class_ref: Option<RawNodeClassRef>,
+}
+#[derive(Deserialize)]
+struct RawNodeClassRef {
+    #[serde(default)]
+    name: String,
 }
 
 /// NodePools by name.

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod dra_allocator;
 pub mod fakeapi;
 pub mod gpu_cluster;
 pub mod validate;
