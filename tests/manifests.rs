@@ -236,3 +236,42 @@ fn committed_node_overlays_are_what_the_generator_makes() {
     weights.dedup();
     assert_eq!(weights.len(), overlays.len(), "weights are distinct");
 }
+
+#[test]
+fn the_network_policy_admits_only_the_webhook_port_from_listed_sources() {
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(repo("manifests/webhook/components/network-policy"))
+        .output()
+        .expect("kubectl must be installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let np: Value = serde_norway::from_slice(&out.stdout).unwrap();
+    assert_eq!(np["kind"], "NetworkPolicy");
+    assert_eq!(np["spec"]["policyTypes"], serde_json::json!(["Ingress"]));
+    // It selects exactly the webhook's pods.
+    let deploy = std::fs::read_to_string(repo("manifests/webhook/base/deployment.yaml")).unwrap();
+    let deploy: Value = serde_norway::from_str(&deploy).unwrap();
+    let pod_labels = &deploy["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in np["spec"]["podSelector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(&pod_labels[k], v, "{k}");
+    }
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["priorityClassName"],
+        "system-cluster-critical"
+    );
+    // Every rule admits the webhook port only, and each from a listed source (no empty `from`).
+    for rule in np["spec"]["ingress"].as_array().unwrap() {
+        assert_eq!(
+            rule["ports"],
+            serde_json::json!([{"protocol": "TCP", "port": 8443}])
+        );
+        assert!(!rule["from"].as_array().unwrap().is_empty());
+    }
+}

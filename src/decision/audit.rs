@@ -94,7 +94,17 @@ impl Record {
         // Writing into a String cannot fail.
         let mut s = String::with_capacity(128);
         let _ = write!(s, "rule={} action={}", self.rule_name(), self.action);
-        for c in &self.changes {
+        for (i, c) in self.changes.iter().enumerate() {
+            // A pod with thousands of containers must not get an annotation near the API server's
+            // 256 KiB limit for all of them: the audit log line keeps every change.
+            if s.len() > MAX_SUMMARY_LEN {
+                let _ = write!(
+                    s,
+                    "; and {} more containers (the audit log lists them)",
+                    self.changes.len() - i
+                );
+                break;
+            }
             let _ = if c.from == c.to
                 && let Some(profile) = &self.profile
             {
@@ -135,6 +145,9 @@ impl Record {
         out
     }
 }
+
+/// The summary (pod annotation, `rewrites` audit annotation) lists changes up to about this many bytes.
+pub const MAX_SUMMARY_LEN: usize = 2048;
 
 /// The request's owner, e.g. `ReplicaSet/llm-server-84f7f4dd45`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

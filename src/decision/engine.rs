@@ -33,6 +33,9 @@ pub const GPU_MEMORY_ANNOTATION: &str = "gpu-slicer.io/gpu-memory";
 pub const EXCLUSIVE_ANNOTATION: &str = "gpu-slicer.io/exclusive";
 /// Kubernetes shows at most this many characters of a warning per line.
 pub const MAX_WARNING_LEN: usize = 120;
+/// Warnings one answer carries at most; past it, one line counts the rest (a pod with thousands of
+/// containers would otherwise get a warning header per container).
+pub const MAX_WARNINGS: usize = 20;
 
 /// What the engine knows about the pod's namespace.
 #[derive(Debug, Clone, Copy)]
@@ -97,6 +100,9 @@ struct GpuUse<'p> {
     count: Option<u64>,
     in_limits: bool,
     in_requests: bool,
+    /// The requests' quantity where it differs from the limits' (the API server refuses extended
+    /// resources whose requests and limits differ; a rename must not hide that).
+    requests_differ: Option<&'p Value>,
 }
 
 impl GpuUse<'_> {
@@ -164,6 +170,17 @@ fn scan<'p>(pod: &'p Pod, policy: &Policy) -> Vec<GpuUse<'p>> {
             if count == Some(0) {
                 continue;
             }
+            let requests_differ = match (
+                limits.and_then(|m| m.get(key)),
+                requests.and_then(|m| m.get(key)),
+            ) {
+                (Some(l), Some(r))
+                    if count_of(l) != count_of(r) || (count_of(l).is_none() && l != r) =>
+                {
+                    Some(r)
+                }
+                _ => None,
+            };
             uses.push(GpuUse {
                 section,
                 index,
@@ -174,6 +191,7 @@ fn scan<'p>(pod: &'p Pod, policy: &Policy) -> Vec<GpuUse<'p>> {
                 count,
                 in_limits,
                 in_requests,
+                requests_differ,
             });
         }
     }
@@ -296,6 +314,7 @@ pub fn decide_with_claims(
         uses,
         own,
         warnings: Vec::new(),
+        unsaid: 0,
     }
     .run()
 }
@@ -340,6 +359,8 @@ struct Planner<'a> {
     /// The pod's own claims that ask for GPUs or could not be read.
     own: Vec<OwnClaim<'a>>,
     warnings: Vec<String>,
+    /// Warnings past [`MAX_WARNINGS`], counted instead of said.
+    unsaid: usize,
 }
 
 impl Planner<'_> {
@@ -358,18 +379,35 @@ impl Planner<'_> {
     /// Adds a warning line; takes `format_args!` so each line is formatted once, into its own buffer.
     fn warn(&mut self, message: impl std::fmt::Display) {
         use std::fmt::Write as _;
+        if self.warnings.len() >= MAX_WARNINGS - 1 {
+            self.unsaid += 1;
+            return;
+        }
         let mut line = String::with_capacity(96);
         // Writing into a String cannot fail.
         let _ = write!(line, "gpu-slicer: {message}");
         self.warnings.push(audit::truncate(line, MAX_WARNING_LEN));
     }
 
-    fn deny(self, message: String) -> Decision {
+    fn deny(mut self, message: String) -> Decision {
         let record = self.record(Outcome::Denied);
+        let warnings = self.take_warnings();
         Decision {
             mode: self.rule.mode,
-            ..deny(format!("gpu-slicer: {message}"), record, self.warnings)
+            ..deny(format!("gpu-slicer: {message}"), record, warnings)
         }
+    }
+
+    /// The warnings, with one line for those past [`MAX_WARNINGS`].
+    fn take_warnings(&mut self) -> Vec<String> {
+        let mut warnings = std::mem::take(&mut self.warnings);
+        if self.unsaid > 0 {
+            warnings.push(format!(
+                "gpu-slicer: and {} more (the audit log and the gpu-slicer.io/rewritten annotation say all)",
+                self.unsaid
+            ));
+        }
+        warnings
     }
 
     fn run(mut self) -> Decision {
@@ -438,7 +476,7 @@ impl Planner<'_> {
                     ),
                 };
                 self.warn(line);
-                let warnings = std::mem::take(&mut self.warnings);
+                let warnings = self.take_warnings();
                 return Decision {
                     warnings,
                     audit: Some(self.record(Outcome::OptedOut)),
@@ -553,7 +591,7 @@ impl Planner<'_> {
         Decision {
             denied: None,
             patch,
-            warnings: self.warnings,
+            warnings: self.take_warnings(),
             audit: Some(record),
             mode: rule.mode,
         }
@@ -662,6 +700,19 @@ impl Planner<'_> {
         let rule = self.rule;
         let mut multi_mig = Vec::new();
         for u in &self.uses {
+            if let Some(requests) = u.requests_differ {
+                let shown = |v: &Value| match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                return Err(format!(
+                    "container {:?}: {} requests {} differ from its limits {}; extended resources need requests equal to limits (or limits alone)",
+                    u.container,
+                    u.key,
+                    shown(requests),
+                    u.quantity_text()
+                ));
+            }
             let Some(count) = u.count else {
                 return Err(format!(
                     "container {:?}: {} {} is not a whole number of devices",

@@ -811,6 +811,32 @@ fn validate_rule(
         (None, Action::Exclusive) => None,
         (None, _) => Some(1),
     };
+    // Under DRA every count up to maxPerContainer is a template of its own in every namespace the
+    // rule matches: an unbounded one is an OOM, or a flood of objects into etcd. More than one node
+    // holds can never be scheduled anyway.
+    if backend == Backend::Dra
+        && let Some(n) = max_per_container
+    {
+        let (bound, what) = match action {
+            Action::Mig => {
+                let most = allowed_profiles
+                    .iter()
+                    .map(|p| catalog::max_devices_per_node(Some(p)))
+                    .max()
+                    .unwrap_or(0);
+                (most, "MIG devices of its profiles")
+            }
+            _ => (catalog::max_devices_per_node(None), "GPUs"),
+        };
+        if n > bound {
+            return err(
+                "maxPerContainer",
+                format!(
+                    "{n} is more than one node holds under backend: dra (at most {bound} {what} on any EKS GPU instance gpu-slicer knows); DRA rules get one ResourceClaimTemplate per count"
+                ),
+            );
+        }
+    }
     if let Some(pool) = &spec.node_pool
         && !is_dns_subdomain(pool)
     {
@@ -965,6 +991,15 @@ mod tests {
             (
                 "- name: a\n  action: exclusive\n  maxPerContainer: 0",
                 "spec.rules[0].maxPerContainer: must be at least 1",
+            ),
+            // Issue 24: 4294967295 templates per namespace (1e8 took dra templates to 18.4 GB).
+            (
+                "- name: a\n  action: exclusive\n  backend: dra\n  nodePool: p\n  maxPerContainer: 4294967295",
+                "spec.rules[0].maxPerContainer: 4294967295 is more than one node holds under backend: dra (at most 8 GPUs",
+            ),
+            (
+                "- name: a\n  action: mig\n  backend: dra\n  nodePool: p\n  mig: {profile: 1g.10gb}\n  maxPerContainer: 57",
+                "spec.rules[0].maxPerContainer: 57 is more than one node holds under backend: dra (at most 56 MIG devices",
             ),
             (
                 "- name: a\n  action: exclusive\n  tolerations: [{key: k, operator: Exists, value: v}]",

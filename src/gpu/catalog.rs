@@ -431,6 +431,22 @@ pub fn gpu_by_pci_id(id: &str) -> Option<&'static GpuModel> {
 }
 
 /// Whether any catalogued GPU has a MIG profile of this name.
+/// The most devices one catalogued instance type offers: whole GPUs (`None`), or MIG devices of one
+/// profile (each GPU cut into that profile alone). 0 for a profile no catalogued GPU has.
+pub fn max_devices_per_node(profile: Option<&str>) -> u64 {
+    INSTANCE_TYPES
+        .iter()
+        .map(|t| {
+            let per_gpu = match profile {
+                None => 1,
+                Some(p) => t.gpu.mig_profile(p).map_or(0, |m| m.max_per_gpu),
+            };
+            u64::from(t.gpus) * u64::from(per_gpu)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 pub fn is_known_mig_profile(name: &str) -> bool {
     GPUS.iter().any(|g| g.mig_profile(name).is_some())
 }
