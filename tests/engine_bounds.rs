@@ -76,3 +76,21 @@ fn thousands_of_containers_get_a_bounded_answer() {
         "1"
     );
 }
+
+#[test]
+fn a_pod_whose_metadata_or_spec_is_an_array_is_not_read() {
+    // Found by tests/properties.rs: serde's derived structs read arrays by position.
+    for (field, value) in [
+        ("metadata", json!([null, null, null, null, []])),
+        ("spec", json!([[], [], null, null, null])),
+    ] {
+        let mut p = pod(vec![container("main", &[("nvidia.com/gpu", "1")], false)]);
+        p[field] = value;
+        assert!(
+            serde_json::from_value::<gpu_slicer::pod::Pod>(p).is_err(),
+            "{field} as an array was read"
+        );
+    }
+    let ok = pod(vec![container("main", &[("nvidia.com/gpu", "1")], false)]);
+    assert!(serde_json::from_value::<gpu_slicer::pod::Pod>(ok).is_ok());
+}

@@ -13,9 +13,47 @@ use serde_json::Value;
 #[serde(rename_all = "camelCase")]
 pub struct Pod {
     /// `None` when the object has no `metadata` at all (patches must then create it).
+    #[serde(default, deserialize_with = "object")]
     pub metadata: Option<Metadata>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_or_default")]
     pub spec: Spec,
+}
+
+/// A JSON object (or null) only. Serde's derived structs also accept arrays (fields by position): a
+/// `metadata` written as an array would be read, and a patch made for an object it is not.
+fn object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Only<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Only<T> {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object or null")
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_map(self)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    d.deserialize_option(Only(std::marker::PhantomData))
+}
+
+fn object_or_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    object(d).map(Option::unwrap_or_default)
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
