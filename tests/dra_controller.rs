@@ -326,6 +326,9 @@ async fn templates_follow_the_policy_and_the_namespaces_and_nothing_else_is_touc
     // carries our label but not our owner annotation (a tenant's copy): never ours to delete.
     fake.put_template("infer-a", json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate", "metadata": {"name": "theirs", "labels": {"team": "x"}}, "spec": {"spec": {"devices": {"requests": []}}}}));
     fake.put_template("other", ours("gpu-slicer-gpu"));
+    // One an earlier gpu-slicer applied (no owner annotation yet, its field manager's apply): ours.
+    fake.put_template("other", json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate", "metadata": {"name": "gpu-slicer-mig-1g.10gb", "labels": {"app.kubernetes.io/managed-by": "gpu-slicer"},
+        "managedFields": [{"manager": "gpu-slicer", "operation": "Apply", "apiVersion": "resource.k8s.io/v1", "fieldsType": "FieldsV1", "fieldsV1": {}}]}, "spec": {"spec": {"devices": {"requests": []}}}}));
     fake.put_template("other", json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate", "metadata": {"name": "gpu-slicer-gpu-x2", "labels": {"app.kubernetes.io/managed-by": "gpu-slicer"}}, "spec": {"spec": {"devices": {"requests": []}}}}));
 
     let (app, controller) = start_controller(
@@ -340,8 +343,9 @@ async fn templates_follow_the_policy_and_the_namespaces_and_nothing_else_is_touc
             .contains_key("gpu-slicer-mig-1g.10gb")
     })
     .await;
-    eventually("the stale template is gone", || {
-        !fake.templates_in("other").contains_key("gpu-slicer-gpu")
+    eventually("the stale templates are gone", || {
+        let left = fake.templates_in("other");
+        !left.contains_key("gpu-slicer-gpu") && !left.contains_key("gpu-slicer-mig-1g.10gb")
     })
     .await;
     assert_eq!(

@@ -80,10 +80,17 @@ pub enum SyncError {
     },
 }
 
-/// Whether gpu-slicer made this template: its managed-by label and its owner annotation.
+/// Whether gpu-slicer made this template: its managed-by label, and its owner annotation or (a
+/// template an earlier gpu-slicer applied, before the annotation existed) server-side-apply fields
+/// owned by gpu-slicer's field manager. A copy that only carries the label is someone else's.
 pub fn is_ours(t: &ResourceClaimTemplate) -> bool {
-    t.labels().get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1)
-        && t.annotations().get(OWNER_ANNOTATION.0).map(String::as_str) == Some(OWNER_ANNOTATION.1)
+    let labelled = t.labels().get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1);
+    let annotated =
+        t.annotations().get(OWNER_ANNOTATION.0).map(String::as_str) == Some(OWNER_ANNOTATION.1);
+    let applied_by_us = t.metadata.managed_fields.iter().flatten().any(|m| {
+        m.manager.as_deref() == Some(FIELD_MANAGER) && m.operation.as_deref() == Some("Apply")
+    });
+    labelled && (annotated || applied_by_us)
 }
 
 /// The label selector of the templates gpu-slicer manages.
