@@ -17,7 +17,6 @@ use gpu_slicer::nodepool::NodePoolIndex;
 use gpu_slicer::server::{self, App, Bound, Limits};
 use gpu_slicer::tls;
 use rustls_pki_types::ServerName;
-use rustls_pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -62,18 +61,7 @@ async fn start(limits: Limits) -> Server {
 }
 
 fn connector(ca: &str, versions: &[&'static rustls::SupportedProtocolVersion]) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(versions)
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    TlsConnector::from(Arc::new(config))
+    tls_connector(&[ca.as_bytes()], versions, &[])
 }
 
 async fn tls(addr: SocketAddr, connector: &TlsConnector) -> std::io::Result<TlsStream<TcpStream>> {
@@ -614,21 +602,8 @@ async fn h2_client(
     >,
     tokio::task::JoinHandle<Result<(), hyper::Error>>,
 ) {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::CertificateDer::pem_slice_iter(srv.ca.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let stream = tls(srv.addr, &TlsConnector::from(Arc::new(config)))
-        .await
-        .unwrap();
+    let h2 = tls_connector(&[srv.ca.as_bytes()], rustls::DEFAULT_VERSIONS, &[b"h2"]);
+    let stream = tls(srv.addr, &h2).await.unwrap();
     let (send, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(stream),
@@ -639,6 +614,14 @@ async fn h2_client(
 }
 
 type H2Body = http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>;
+
+/// Posts the captured review on an HTTP/2 connection; the status.
+async fn post_h2(send: &mut hyper::client::conn::http2::SendRequest<H2Body>) -> u16 {
+    let req = axum::http::Request::post("https://localhost/mutate")
+        .body(full(body()))
+        .unwrap();
+    send.send_request(req).await.unwrap().status().as_u16()
+}
 
 fn full(bytes: Vec<u8>) -> H2Body {
     use http_body_util::BodyExt;
@@ -712,15 +695,7 @@ async fn http2_streams_share_their_connections_budget_and_idle_connections_close
     );
     // The connection still serves ordinary reviews beside the stalls (800 KiB of its 1 MiB held).
     let mut send2 = send.clone();
-    let ok = send2
-        .send_request(
-            axum::http::Request::post("https://localhost/mutate")
-                .body(full(body()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(ok.status().as_u16(), 200);
+    assert_eq!(post_h2(&mut send2).await, 200);
     drop(stalls);
     // Idle (no new request) for the idle timeout: the server says GOAWAY and the connection ends.
     drop(send);
@@ -737,15 +712,7 @@ async fn an_idle_http2_connection_that_keeps_its_handle_is_closed_by_the_server(
     })
     .await;
     let (mut send, conn) = h2_client(&srv).await;
-    let resp = send
-        .send_request(
-            axum::http::Request::post("https://localhost/mutate")
-                .body(full(body()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(post_h2(&mut send).await, 200);
     // The client keeps the connection (as the API server's pool does); the server closes it.
     let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
     assert!(ended.is_ok(), "an idle HTTP/2 connection was never closed");

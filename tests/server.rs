@@ -283,21 +283,7 @@ async fn start_with(router: axum::Router) -> Running {
 }
 
 fn connector(cas: &[&[u8]], alpn: &[&[u8]]) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in cas {
-        for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca) {
-            roots.add(c.unwrap()).unwrap();
-        }
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    TlsConnector::from(Arc::new(config))
+    tls_connector(cas, rustls::DEFAULT_VERSIONS, alpn)
 }
 
 type Tls = tokio_rustls::client::TlsStream<TcpStream>;

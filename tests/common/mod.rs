@@ -16,6 +16,30 @@ use gpu_slicer::pod::Pod;
 use gpu_slicer::policy::Policy;
 use serde_json::{Value, json};
 
+/// A TLS client trusting `cas` (PEM), speaking `versions` and offering `alpn` (e.g. `h2`).
+pub fn tls_connector(
+    cas: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: &[&[u8]],
+) -> tokio_rustls::TlsConnector {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in cas {
+        for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca) {
+            roots.add(c.unwrap()).unwrap();
+        }
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
 pub fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
 }
