@@ -174,8 +174,9 @@ fn scan<'p>(pod: &'p Pod, policy: &Policy) -> Vec<GpuUse<'p>> {
                 limits.and_then(|m| m.get(key)),
                 requests.and_then(|m| m.get(key)),
             ) {
+                // Written alike (the common case) is equal without parsing either.
                 (Some(l), Some(r))
-                    if count_of(l) != count_of(r) || (count_of(l).is_none() && l != r) =>
+                    if l != r && (count_of(l) != count_of(r) || count_of(l).is_none()) =>
                 {
                     Some(r)
                 }

@@ -85,6 +85,11 @@ fn scaled(s: &str, scale: i32) -> Option<(u128, bool)> {
 /// of extended resources (`"1"`, `"4"`, `"1e3"` = 1000, `"1E0"` = 1, `"2k"` = 2000, `"2.0"`), not
 /// `"1500m"` or `"0.5"` (`"1E"` is the Exa suffix). `None` past `u64::MAX`.
 pub fn parse_count(s: &str) -> Option<u64> {
+    // The common case ("1", "4") without the general parser's allocation: it runs on every request.
+    let t = s.trim();
+    if !t.is_empty() && t.len() <= 19 && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse().ok();
+    }
     match scaled(s, 0)? {
         (value, true) => u64::try_from(value).ok(),
         (_, false) => None,
