@@ -5,6 +5,7 @@ pub mod audit;
 pub mod claims;
 pub mod dra_sharing;
 pub mod engine;
+pub mod equivalents;
 pub mod mode;
 pub mod pod;
 pub mod policy;
