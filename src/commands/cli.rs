@@ -546,6 +546,7 @@ async fn serve_async(args: ServeArgs) -> Result<(), String> {
     }
     if let Some(client) = cluster_client(&args).await? {
         crate::cluster::claim_templates::spawn_when_needed(client.clone(), app.clone(), every);
+        let client_for_pods = client.clone();
         let cluster = Cluster::start(
             client,
             app.pools.clone(),
@@ -553,6 +554,7 @@ async fn serve_async(args: ServeArgs) -> Result<(), String> {
             app.metrics.cluster.clone(),
         );
         app.attach_cluster(cluster);
+        crate::webhook::gpu_budget::start_watch(&app, client_for_pods);
         tracing::info!(
             "cluster mode: watching Namespaces and NodePools; ready once the caches have synced"
         );

@@ -2,6 +2,7 @@
 //! reads a file, a clock or the network.
 
 pub mod audit;
+pub mod budget;
 pub mod claims;
 pub mod dra_sharing;
 pub mod engine;
@@ -10,3 +11,4 @@ pub mod mode;
 pub mod pod;
 pub mod policy;
 pub mod quantity;
+pub mod spend;
