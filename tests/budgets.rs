@@ -193,7 +193,7 @@ impl Webhook {
 
     async fn metrics(&self) -> String {
         let mut h2 = self.h2().await;
-        let req = hyper::Request::get(format!("https://localhost/metrics"))
+        let req = hyper::Request::get("https://localhost/metrics")
             .body(Full::new(Bytes::new()))
             .unwrap();
         let resp = h2.send_request(req).await.unwrap();

@@ -50,12 +50,15 @@ struct Reservation {
     expires: Instant,
 }
 
+/// Live GPU pods by (namespace, name).
+type Pods = HashMap<(Arc<str>, Box<str>), Entry>;
+
 #[derive(Debug, Default)]
 struct Inner {
-    pods: HashMap<(Arc<str>, Box<str>), Entry>,
+    pods: Pods,
     totals: HashMap<Arc<str>, Totals>,
     /// A re-list in progress (the watch restarted): the new set, swapped in when complete.
-    relist: Option<HashMap<(Arc<str>, Box<str>), Entry>>,
+    relist: Option<Pods>,
     reservations: Vec<Reservation>,
     next_id: u64,
 }
