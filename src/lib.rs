@@ -31,6 +31,8 @@ pub mod webhook;
 pub mod yaml;
 
 pub use commands::{cli, doctor, plan, report};
-pub use decision::{audit, claims, dra_sharing, engine, mode, pod, policy, quantity};
+pub use decision::{
+    audit, budget, claims, dra_sharing, engine, equivalents, mode, pod, policy, quantity, spend,
+};
 pub use gpu::{catalog, check, dra, dra_check, gpu_operator, karpenter, nodepool};
 pub use webhook::{admission, metrics, reload, server, tls};

@@ -33,7 +33,7 @@ fn deployment_pod_gets_a_mig_slice_routing_and_an_annotation_exact_patch() {
             {"op": "add", "path": "/spec/containers/0/resources/requests/nvidia.com~1mig-1g.10gb", "value": "1"},
             {"op": "add", "path": "/spec/nodeSelector", "value": {"karpenter.sh/nodepool": "gpu-mig", "nvidia.com/mig.config": "all-balanced"}},
             {"op": "add", "path": "/spec/tolerations/-", "value": {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}},
-            {"op": "add", "path": "/metadata/annotations", "value": {"gpu-slicer.io/rewritten": summary}}
+            {"op": "add", "path": "/metadata/annotations", "value": {"gpu-slicer.io/rewritten": summary, "gpu-slicer.io/gpu-equivalents": "0.142857", "gpu-slicer.io/requested-gpus": "1"}}
         ])
     );
     // The sidecar is untouched; the rest of the pod too.
@@ -445,8 +445,12 @@ fn opting_out_is_honoured_only_where_allowed() {
     let mut p = pod(vec![container("main", &[("nvidia.com/gpu", "1")], false)]);
     p["metadata"]["annotations"] = json!({"gpu-slicer.io/exclusive": "true"});
     let (d, out) = run(&p, "team-b", &labels(&[]), &contract_policy(), &none());
-    assert!(d.allowed() && d.patch.is_empty());
-    assert_eq!(out, p);
+    // The pod keeps its whole GPU; only what it holds is recorded on it.
+    assert!(d.allowed());
+    let mut expected = p.clone();
+    expected["metadata"]["annotations"]["gpu-slicer.io/gpu-equivalents"] = json!("1");
+    expected["metadata"]["annotations"]["gpu-slicer.io/requested-gpus"] = json!("1");
+    assert_eq!(out, expected);
     assert_eq!(d.audit.unwrap().outcome, Outcome::OptedOut);
     assert_eq!(d.warnings, vec!["gpu-slicer: whole GPUs kept (opt-out, rule team-b-optout); not routed to slice NodePool gpu-h100-mig".to_string()]);
 

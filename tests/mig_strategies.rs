@@ -132,7 +132,7 @@ fn single_strategy_keeps_the_name_routes_and_says_which_slice() {
         json!([
             {"op": "add", "path": "/spec/nodeSelector", "value": {"karpenter.sh/nodepool": "gpu-a100-single", "nvidia.com/mig.config": "all-1g.5gb"}},
             {"op": "add", "path": "/spec/tolerations", "value": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
-            {"op": "add", "path": "/metadata/annotations", "value": {"gpu-slicer.io/rewritten": summary}}
+            {"op": "add", "path": "/metadata/annotations", "value": {"gpu-slicer.io/rewritten": summary, "gpu-slicer.io/gpu-equivalents": "0.142857", "gpu-slicer.io/requested-gpus": "1"}}
         ])
     );
     assert_eq!(

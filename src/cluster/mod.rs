@@ -6,6 +6,8 @@
 pub mod claim_templates;
 pub mod claims;
 pub mod kubeapi;
+pub mod pod_watch;
+pub mod usage;
 pub mod watch;
 
 pub use watch::{CRD_RETRY, LOOKUP_TIMEOUT};

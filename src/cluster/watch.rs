@@ -269,6 +269,18 @@ impl Cluster {
             .map(|ns| ns.metadata.labels.clone().unwrap_or_default())
     }
 
+    /// Every cached namespace and its labels.
+    pub fn namespaces(&self) -> Vec<(String, BTreeMap<String, String>)> {
+        self.namespaces
+            .state()
+            .iter()
+            .filter_map(|ns| {
+                let name = ns.metadata.name.clone()?;
+                Some((name, ns.metadata.labels.clone().unwrap_or_default()))
+            })
+            .collect()
+    }
+
     /// Reads a namespace from the API server, within [`LOOKUP_TIMEOUT`].
     pub async fn lookup(&self, namespace: &str) -> Lookup {
         let read = kubeapi::get::<Namespace>(&self.client, namespace);

@@ -61,6 +61,31 @@ pub enum Command {
     Certs(CertsArgs),
     /// Read a live cluster (read-only) and report what keeps sliced GPU pods from running.
     Doctor(DoctorArgs),
+    /// GPU-equivalents, whole GPUs asked, $/hour and budget use per namespace, from a live cluster.
+    Usage(UsageArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum UsageOutput {
+    Table,
+    Json,
+    Csv,
+    Html,
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// Read the live cluster (read-only); the only source for now.
+    #[arg(long, required = true)]
+    pub from_cluster: bool,
+    /// Kubeconfig; without it KUBECONFIG, ~/.kube/config, else the in-cluster config.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Count by this policy file instead of the webhook's ConfigMap (gpu-slicer/gpu-slicer-policy).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: UsageOutput,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -416,6 +441,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Dra(DraCommand::DeviceClasses(args)) => dra_device_classes(args),
         Command::Certs(args) => certs(args),
         Command::Doctor(args) => doctor(args),
+        Command::Usage(args) => usage(args),
     }
 }
 
@@ -546,6 +572,7 @@ async fn serve_async(args: ServeArgs) -> Result<(), String> {
     }
     if let Some(client) = cluster_client(&args).await? {
         crate::cluster::claim_templates::spawn_when_needed(client.clone(), app.clone(), every);
+        let client_for_pods = client.clone();
         let cluster = Cluster::start(
             client,
             app.pools.clone(),
@@ -553,6 +580,7 @@ async fn serve_async(args: ServeArgs) -> Result<(), String> {
             app.metrics.cluster.clone(),
         );
         app.attach_cluster(cluster);
+        crate::webhook::gpu_budget::start_watch(&app, client_for_pods);
         tracing::info!(
             "cluster mode: watching Namespaces and NodePools; ready once the caches have synced"
         );
@@ -884,6 +912,49 @@ fn report_inputs_from_cluster(
             format!("the cluster's workloads against {policy_source}"),
         ))
     })
+}
+
+/// `usage`: exit 0, or 2 when the cluster or the policy cannot be read.
+fn usage(args: UsageArgs) -> ExitCode {
+    let result = (|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let client = kubeapi::client(args.kubeconfig.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
+            let facts = crate::commands::usage::read(&client)
+                .await
+                .map_err(|e| format!("cannot read the cluster: {e}"))?;
+            let policy = match &args.policy {
+                Some(path) => Policy::load(path).map_err(|e| e.to_string())?,
+                None => {
+                    doctor::read::policy_from_configmap(&client)
+                        .await
+                        .map_err(|e| e.why())?
+                        .policy
+                }
+            };
+            Ok::<_, String>(crate::commands::usage::build(facts, &policy))
+        })
+    })();
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {}", escape_controls(&e));
+            return ExitCode::from(2);
+        }
+    };
+    let text = match args.output {
+        UsageOutput::Table => crate::commands::usage::table(&report),
+        UsageOutput::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
+        UsageOutput::Csv => crate::commands::usage::csv(&report),
+        UsageOutput::Html => crate::commands::usage::html::render(&report),
+    };
+    print!("{text}");
+    ExitCode::SUCCESS
 }
 
 fn overlays(args: OverlaysArgs) -> ExitCode {

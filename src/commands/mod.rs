@@ -5,3 +5,4 @@ pub mod doctor;
 pub mod plan;
 pub mod report;
 pub mod terminal;
+pub mod usage;

@@ -18,6 +18,7 @@ use crate::audit::{self, Change, Outcome, Record};
 use crate::catalog;
 use crate::claims::{self, ClaimFacts, ClaimSource, ClaimVerdict};
 use crate::dra;
+use crate::equivalents::{self, Asks, Units, Usage};
 use crate::nodepool::{NODEPOOL_LABEL, NodePool, NodePoolIndex};
 use crate::pod::{Pod, Section, Toleration};
 use crate::policy::{
@@ -58,6 +59,9 @@ pub struct Decision {
     /// The mode of the rule (or `defaultAction`) that decided: the decision above is always what
     /// enforce does; [`crate::mode::apply`] turns it into the audit-mode answer.
     pub mode: Mode,
+    /// What the pod holds once admitted (after the rewrite), for pods a rule lets through with GPUs:
+    /// what a budget is checked against.
+    pub usage: Option<Usage>,
 }
 
 impl Decision {
@@ -72,6 +76,7 @@ impl Decision {
             warnings: Vec::new(),
             audit: None,
             mode: Mode::Enforce,
+            usage: None,
         }
     }
 }
@@ -311,6 +316,7 @@ pub fn decide_with_claims(
         pod,
         ns,
         rule,
+        policy,
         pools,
         uses,
         own,
@@ -348,6 +354,7 @@ fn deny(message: String, mut record: Record, warnings: Vec<String>) -> Decision 
         warnings,
         audit: Some(record),
         mode: Mode::Enforce,
+        usage: None,
     }
 }
 
@@ -355,6 +362,7 @@ struct Planner<'a> {
     pod: &'a Pod,
     ns: Namespace<'a>,
     rule: &'a Rule,
+    policy: &'a Policy,
     pools: &'a NodePoolIndex,
     uses: Vec<GpuUse<'a>>,
     /// The pod's own claims that ask for GPUs or could not be read.
@@ -478,10 +486,15 @@ impl Planner<'_> {
                 };
                 self.warn(line);
                 let warnings = self.take_warnings();
+                let usage = Asks::of(self.pod, self.policy).usage(&self.units());
+                let mut patch = Vec::new();
+                annotate(self.pod, None, usage, &mut patch);
                 return Decision {
                     warnings,
+                    patch,
                     audit: Some(self.record(Outcome::OptedOut)),
                     mode: rule.mode,
+                    usage: Some(usage),
                     ..Decision::untouched()
                 };
             }
@@ -525,11 +538,16 @@ impl Planner<'_> {
 
         let mut patch = Vec::new();
         let mut changes = Vec::new();
-        if rule.backend == Backend::Dra
-            && let Err(msg) = self.claim(profile.as_deref(), &mut patch, &mut changes)
-        {
-            return self.deny(msg);
+        let mut asks = Asks::of(self.pod, self.policy);
+        if rule.backend == Backend::Dra {
+            match self.claim(profile.as_deref(), &mut patch, &mut changes) {
+                Ok(templates) => asks.claim_whole(templates),
+                Err(msg) => return self.deny(msg),
+            }
+        } else if !target.is_empty() {
+            asks.rename_whole(&target);
         }
+        let usage = asks.usage(&self.units());
         for u in &self.uses {
             if u.kind != Kind::Whole || rule.backend == Backend::Dra {
                 continue;
@@ -587,7 +605,11 @@ impl Planner<'_> {
             if let Some(pool) = &rule.node_pool {
                 self.warn(format_args!("routed to Karpenter NodePool {pool}"));
             }
-            annotate(self.pod, record.summary(), &mut patch);
+            annotate(self.pod, Some(record.summary()), usage, &mut patch);
+        } else {
+            // Our own output reinvoked, or a pod that already asks for what the rule gives: only
+            // the GPU-equivalents annotations, where missing or not what the pod holds.
+            annotate(self.pod, None, usage, &mut patch);
         }
         Decision {
             denied: None,
@@ -595,6 +617,16 @@ impl Planner<'_> {
             warnings: self.take_warnings(),
             audit: Some(record),
             mode: rule.mode,
+            usage: Some(usage),
+        }
+    }
+
+    /// What one device is worth in this namespace.
+    fn units(&self) -> Units<'_> {
+        Units {
+            rule: Some(self.rule),
+            policy: self.policy,
+            pools: self.pools,
         }
     }
 
@@ -834,15 +866,16 @@ impl Planner<'_> {
     /// `spec.resourceClaims` entry per claim). App containers each get their own claim; an init
     /// container reuses an app container's claim of the same template, as the device plugin reuses
     /// init containers' devices for app containers (the pod holds the larger of the two sets).
+    /// Returns the templates of the claims it adds.
     fn claim(
         &self,
         profile: Option<&str>,
         patch: &mut Vec<PatchOperation>,
         changes: &mut Vec<Change>,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<String>, String> {
         let whole: Vec<&GpuUse> = self.uses.iter().filter(|u| u.kind == Kind::Whole).collect();
         if whole.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let existing = self.pod.spec.resource_claims.as_deref().unwrap_or(&[]);
         if let Some(own) = existing
@@ -926,6 +959,7 @@ impl Planner<'_> {
                 quantity: u.quantity_text(),
             });
         }
+        let templates = added.iter().map(|(_, t)| t.clone()).collect();
         let entries = added
             .into_iter()
             .map(|(name, template)| {
@@ -941,7 +975,7 @@ impl Planner<'_> {
                 patch.push(add(&["spec", "resourceClaims", "-"], entry));
             }
         }
-        Ok(())
+        Ok(templates)
     }
 
     /// Node selectors and tolerations that send the pod to the rule's NodePool.
@@ -1129,23 +1163,53 @@ fn pointer(tokens: &[&str]) -> PointerBuf {
     path
 }
 
-/// Records the rewrite on the pod itself (an `add` replaces an existing value, RFC 6902 4.1).
-fn annotate(pod: &Pod, summary: String, patch: &mut Vec<PatchOperation>) {
-    let summary = Value::String(summary);
-    let annotations = || serde_json::json!({ audit::REWRITTEN_ANNOTATION: summary });
+/// Records the rewrite (`summary`, when there is one) and what the pod holds on the pod itself; the
+/// GPU-equivalents annotations only where missing or different, so a reinvocation adds nothing (an
+/// `add` replaces an existing value, RFC 6902 4.1).
+fn annotate(pod: &Pod, summary: Option<String>, usage: Usage, patch: &mut Vec<PatchOperation>) {
+    let mut wanted: Vec<(&str, String)> = Vec::with_capacity(3);
+    if let Some(summary) = summary {
+        wanted.push((audit::REWRITTEN_ANNOTATION, summary));
+    }
+    for (key, value) in [
+        (equivalents::EQUIVALENTS_ANNOTATION, usage.held.to_string()),
+        (
+            equivalents::REQUESTED_ANNOTATION,
+            usage.requested.to_string(),
+        ),
+    ] {
+        if pod.annotation(key) != Some(value.as_str()) {
+            wanted.push((key, value));
+        }
+    }
+    if wanted.is_empty() {
+        return;
+    }
+    let map = || {
+        Value::Object(
+            wanted
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::String(v.clone())))
+                .collect(),
+        )
+    };
     match &pod.metadata {
         // No metadata at all (never from an API server, but a patch must apply to what it was given).
         None => patch.push(add(
             &["metadata"],
-            serde_json::json!({ "annotations": annotations() }),
+            serde_json::json!({ "annotations": map() }),
         )),
         Some(meta) if meta.annotations.is_none() => {
-            patch.push(add(&["metadata", "annotations"], annotations()))
+            patch.push(add(&["metadata", "annotations"], map()))
         }
-        Some(_) => patch.push(add(
-            &["metadata", "annotations", audit::REWRITTEN_ANNOTATION],
-            summary,
-        )),
+        Some(_) => {
+            for (key, value) in &wanted {
+                patch.push(add(
+                    &["metadata", "annotations", key],
+                    Value::String(value.clone()),
+                ));
+            }
+        }
     }
 }
 
@@ -1184,7 +1248,7 @@ fn mig_offer(rule: &Rule) -> String {
 }
 
 /// The GPU models of the rule's NodePool when its instance types are known, else `None`.
-fn pool_gpus(rule: &Rule, pools: &NodePoolIndex) -> Option<Vec<&'static catalog::GpuModel>> {
+pub fn pool_gpus(rule: &Rule, pools: &NodePoolIndex) -> Option<Vec<&'static catalog::GpuModel>> {
     let gpus: Vec<_> = rule
         .node_pool
         .as_deref()

@@ -114,6 +114,10 @@ pub struct Container {
     #[serde(default)]
     pub name: String,
     pub resources: Option<Resources>,
+    /// `Always` on an init container makes it a sidecar (KEP-753): it runs beside the app containers,
+    /// so its requests add to theirs.
+    #[serde(default, rename = "restartPolicy")]
+    pub restart_policy: Option<String>,
 }
 
 /// A container's resources. Quantities stay as the JSON values they came as, so a rename writes back

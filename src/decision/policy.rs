@@ -185,6 +185,9 @@ pub struct RuleSpec {
     pub tolerations: Vec<TolerationSpec>,
     #[serde(default)]
     pub allow_opt_out: bool,
+    /// The most GPU-equivalents each matching namespace may hold (cluster mode enforces it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetSpec>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -236,12 +239,43 @@ impl MigStrategy {
 pub struct MigTimeSlicing {
     /// `true`: the plugin advertises `<resource>.shared` (its `renameByDefault`).
     pub rename_by_default: bool,
+    /// Pods per slice (that config's `replicas`): a pod holds the slice's GPU-equivalents / replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SharedSpec {
     pub resource_name: String,
+    /// Pods per GPU (the device plugin config's `replicas`): a pod holds 1/replicas GPU-equivalents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+}
+
+/// A rule's `budget`: the most GPU-equivalents each matching namespace's live pods may hold.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BudgetSpec {
+    /// A decimal (`"2"`, `"0.5"`); YAML numbers are read too.
+    #[serde(deserialize_with = "decimal_text")]
+    pub gpu_equivalents: String,
+}
+
+/// A decimal written as a string or a YAML number.
+fn decimal_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Float(f64),
+        Text(String),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::Int(n) => n.to_string(),
+        Raw::Float(f) => f.to_string(),
+        Raw::Text(s) => s,
+    })
 }
 
 /// A Kubernetes LabelSelector, strictly parsed.
@@ -327,6 +361,10 @@ pub struct Rule {
     pub mig_time_slicing: Option<MigTimeSlicing>,
     /// `timeslice` / `mps`: the resource the device plugin advertises for a replica.
     pub shared_resource: Option<String>,
+    /// `timeslice` / `mps`: pods per GPU (`shared.replicas`), for GPU-equivalents.
+    pub shared_replicas: Option<u32>,
+    /// `budget.gpuEquivalents`: the most each matching namespace may hold.
+    pub budget: Option<crate::equivalents::Gpus>,
     /// Largest count one container may ask for; `None` is no limit.
     pub max_per_container: Option<u64>,
     pub node_pool: Option<String>,
@@ -366,6 +404,7 @@ pub fn mig_resource(
     match time_slicing {
         Some(MigTimeSlicing {
             rename_by_default: true,
+            ..
         }) => format!("{base}.shared"),
         _ => base,
     }
@@ -623,7 +662,7 @@ fn check_profile(field: &str, profile: &str) -> Result<(), (String, String)> {
         return Err((
             field.into(),
             format!(
-                "{profile:?} is not a MIG profile of any GPU gpu-slicer knows (A100, H100, H200, B200)"
+                "{profile:?} is not a MIG profile of any GPU gpu-slicer knows (A100, A30, H100, H200, B200)"
             ),
         ));
     }
@@ -774,6 +813,7 @@ fn validate_rule(
     }
 
     let mut shared_resource = None;
+    let mut shared_replicas = None;
     // With backend dra a shared GPU is a claim, not a renamed resource: `shared` is optional there.
     if action.is_shared() && (backend == Backend::DevicePlugin || spec.shared.is_some()) {
         let Some(shared) = &spec.shared else {
@@ -801,7 +841,35 @@ fn validate_rule(
             );
         }
         shared_resource = Some(name.clone());
+        shared_replicas = shared.replicas;
     }
+    for (replicas, field) in [
+        (shared_replicas, "shared.replicas"),
+        (
+            mig_time_slicing.and_then(|t| t.replicas),
+            "mig.timeSlicing.replicas",
+        ),
+    ] {
+        if replicas == Some(0) {
+            return err(
+                field,
+                "must be at least 1 (the device plugin config's replicas)".into(),
+            );
+        }
+    }
+    let budget = match &spec.budget {
+        None => None,
+        Some(_) if !routes => {
+            return err(
+                "budget",
+                format!("has no effect with action {}", action.as_str()),
+            );
+        }
+        Some(b) => Some(
+            crate::equivalents::Gpus::parse(&b.gpu_equivalents)
+                .map_err(|m| ("budget.gpuEquivalents".to_string(), m))?,
+        ),
+    };
 
     if spec.max_per_container == Some(0) {
         return err("maxPerContainer", "must be at least 1".into());
@@ -913,6 +981,8 @@ fn validate_rule(
         mig_strategy,
         mig_time_slicing,
         shared_resource,
+        shared_replicas,
+        budget,
         max_per_container,
         node_pool: spec.node_pool.clone(),
         node_selector: spec.node_selector.clone(),

@@ -48,6 +48,10 @@ pub struct GpuModel {
     pub pci_ids: &'static [&'static str],
     /// MIG profiles, smallest first; empty for GPUs without MIG.
     pub mig_profiles: &'static [MigProfile],
+    /// Compute slices (GPCs a MIG layout can hand out) of the whole GPU: 7 on A100, H100, H200 and
+    /// B200, 4 on A30 (NVIDIA MIG User Guide, "Supported MIG Profiles": a profile's `<n>g` is its
+    /// share of these); 0 for GPUs without MIG. A slice counts `<n>` / this GPU-equivalents.
+    pub compute_slices: u32,
 }
 
 impl GpuModel {
@@ -57,6 +61,16 @@ impl GpuModel {
 
     pub fn mig_profile(&self, name: &str) -> Option<&'static MigProfile> {
         self.mig_profiles.iter().find(|p| p.name == name)
+    }
+}
+
+impl MigProfile {
+    /// The profile's compute slices: the `<n>` of `<n>g.<memory>gb` (`3g.40gb` -> 3).
+    pub fn compute_slices(&self) -> u32 {
+        self.name
+            .split_once('g')
+            .and_then(|(n, _)| n.parse().ok())
+            .unwrap_or(0)
     }
 }
 
@@ -81,6 +95,7 @@ pub const A100_40GB: GpuModel = GpuModel {
         p("4g.20gb", 19968, 1),
         p("7g.40gb", 40192, 1),
     ],
+    compute_slices: 7,
 };
 
 // nvidia-smi mig -lgip on A100-SXM4-80GB: 9.50 / 19.50 / 19.50 / 39.25 / 39.25 / 78.75 GiB.
@@ -96,6 +111,7 @@ pub const A100_80GB: GpuModel = GpuModel {
         p("4g.40gb", 40192, 1),
         p("7g.80gb", 80640, 1),
     ],
+    compute_slices: 7,
 };
 
 // nvidia-smi mig -lgip on H100-SXM5-80GB: 9.75 / 19.62 / 19.62 / 39.50 / 39.50 / 79.25 GiB.
@@ -111,6 +127,7 @@ pub const H100_80GB: GpuModel = GpuModel {
         p("4g.40gb", 40448, 1),
         p("7g.80gb", 81152, 1),
     ],
+    compute_slices: 7,
 };
 
 // Nominal: 18 GB = 17166 MiB, 35 GB = 33378 MiB, 71 GB = 67711 MiB, 141 GB = 134466 MiB.
@@ -126,6 +143,7 @@ pub const H200_141GB: GpuModel = GpuModel {
         p("4g.71gb", 67711, 1),
         p("7g.141gb", 134466, 1),
     ],
+    compute_slices: 7,
 };
 
 // Nominal: 23 GB = 21934 MiB, 45 GB = 42915 MiB, 90 GB = 85830 MiB, 180 GB = 171661 MiB.
@@ -141,6 +159,22 @@ pub const B200: GpuModel = GpuModel {
         p("4g.90gb", 85830, 1),
         p("7g.180gb", 171661, 1),
     ],
+    compute_slices: 7,
+};
+
+// A30-24GB: four compute slices (MIG User Guide: 1g.6gb x4, 2g.12gb x2, 4g.24gb x1, as the GPU
+// Operator's all-<profile> configs say). Nominal: 6 GB = 5722 MiB, 12 GB = 11444 MiB, 24 GB = 22888 MiB.
+// No EKS instance type carries it; catalogued for on-premises and hybrid nodes, and for GPU-equivalents.
+pub const A30: GpuModel = GpuModel {
+    name: "A30-24GB",
+    memory_mib: 24576,
+    pci_ids: &["0x20B710DE"],
+    mig_profiles: &[
+        p("1g.6gb", 5722, 4),
+        p("2g.12gb", 11444, 2),
+        p("4g.24gb", 22888, 1),
+    ],
+    compute_slices: 4,
 };
 
 // GPUs without MIG: memory from Karpenter's `karpenter.k8s.aws/instance-gpu-memory`.
@@ -149,24 +183,28 @@ pub const T4: GpuModel = GpuModel {
     memory_mib: 16384,
     pci_ids: &[],
     mig_profiles: &[],
+    compute_slices: 0,
 };
 pub const A10G: GpuModel = GpuModel {
     name: "A10G",
     memory_mib: 22888,
     pci_ids: &[],
     mig_profiles: &[],
+    compute_slices: 0,
 };
 pub const L4: GpuModel = GpuModel {
     name: "L4",
     memory_mib: 22888,
     pci_ids: &[],
     mig_profiles: &[],
+    compute_slices: 0,
 };
 pub const L40S: GpuModel = GpuModel {
     name: "L40S",
     memory_mib: 45776,
     pci_ids: &[],
     mig_profiles: &[],
+    compute_slices: 0,
 };
 
 /// Every GPU model the catalog knows.
@@ -176,6 +214,7 @@ pub const GPUS: &[&GpuModel] = &[
     &H100_80GB,
     &H200_141GB,
     &B200,
+    &A30,
     &T4,
     &A10G,
     &L4,
@@ -488,11 +527,18 @@ mod tests {
     }
 
     #[test]
-    fn mig_gpus_have_seven_compute_slices_at_most() {
+    fn mig_gpus_have_their_compute_slices_at_most() {
         for g in GPUS {
+            assert_eq!(g.supports_mig(), g.compute_slices > 0, "{}", g.name);
             for prof in g.mig_profiles {
-                let compute: u32 = prof.name.split('g').next().unwrap().parse().unwrap();
-                assert!(compute * prof.max_per_gpu <= 7, "{} {}", g.name, prof.name);
+                let compute = prof.compute_slices();
+                assert!(compute >= 1, "{} {}", g.name, prof.name);
+                assert!(
+                    compute * prof.max_per_gpu <= g.compute_slices,
+                    "{} {}",
+                    g.name,
+                    prof.name
+                );
                 assert!(prof.memory_mib <= g.memory_mib, "{} {}", g.name, prof.name);
             }
         }

@@ -302,13 +302,36 @@ impl Request {
         self.decide_with_claims(policy, pools, labels, &ClaimFacts::default())
     }
 
-    /// Decides and writes the answer, given what the pod's own claims ask for.
+    /// Decides and writes the answer, given what the pod's own claims ask for; a budget is said, not
+    /// checked (offline: no pod watch).
     pub fn decide_with_claims(
+        self,
+        policy: &Policy,
+        pools: &NodePoolIndex,
+        labels: Labels,
+        claims: &ClaimFacts,
+    ) -> Reviewed {
+        self.decide_gated(
+            policy,
+            pools,
+            labels,
+            claims,
+            |input, decision| match input.rule {
+                Some(rule) => crate::budget::offline_note(decision, rule),
+                None => decision,
+            },
+        )
+    }
+
+    /// Decides and writes the answer; `gate` sees the engine's decision before audit mode does (the
+    /// budget check in cluster mode).
+    pub fn decide_gated(
         mut self,
         policy: &Policy,
         pools: &NodePoolIndex,
         labels: Labels,
         claims: &ClaimFacts,
+        gate: impl FnOnce(GateInput<'_>, Decision) -> Decision,
     ) -> Reviewed {
         let Some((pod, namespace)) = self.pod.take() else {
             return Reviewed {
@@ -345,7 +368,14 @@ impl Request {
                     rule.map_or(policy.mode, |r| r.mode),
                 )
             }
-            _ => decided,
+            _ => gate(
+                GateInput {
+                    namespace: &namespace,
+                    rule: policy.rule_for(&namespace, ns_labels),
+                    dry_run: self.dry_run,
+                },
+                decided,
+            ),
         };
         let decision = mode::apply(decision);
         let body = respond(&self.uid, &decision);
@@ -369,6 +399,14 @@ impl Request {
             denied,
         }
     }
+}
+
+/// What the budget gate sees of a review: the pod's namespace, its rule, and whether it is a dry run.
+#[derive(Debug, Clone, Copy)]
+pub struct GateInput<'a> {
+    pub namespace: &'a str,
+    pub rule: Option<&'a crate::policy::Rule>,
+    pub dry_run: bool,
 }
 
 /// Reads a review, decides with `facts` (namespaces known by their name label), and writes the

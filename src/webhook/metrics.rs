@@ -51,6 +51,8 @@ pub struct Metrics {
     pub policy_last_reload_success: Gauge,
     pub certificate_expiry: Gauge,
     pub cluster: ClusterMetrics,
+    /// GPU-equivalents, budgets and cost per namespace (cluster mode).
+    pub usage: crate::webhook::usage_metrics::UsageMetrics,
 }
 
 impl Default for Metrics {
@@ -123,6 +125,8 @@ impl Metrics {
         );
         let cluster = ClusterMetrics::default();
         cluster.register(&mut registry);
+        let usage = crate::webhook::usage_metrics::UsageMetrics::default();
+        usage.register(&mut registry);
         let policy_rules = Gauge::default();
         registry.register(
             "policy_rules",
@@ -143,6 +147,7 @@ impl Metrics {
             policy_last_reload_success,
             certificate_expiry,
             cluster,
+            usage,
         }
     }
 

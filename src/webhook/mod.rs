@@ -2,7 +2,9 @@
 
 pub mod admission;
 pub mod budget;
+pub mod gpu_budget;
 pub mod metrics;
 pub mod reload;
 pub mod server;
 pub mod tls;
+pub mod usage_metrics;

@@ -108,6 +108,10 @@ pub struct App {
     /// NodePools, from `--nodepools` or the cluster watch; replaced whole on every change.
     pub pools: Arc<ArcSwap<NodePoolIndex>>,
     cluster: OnceLock<Arc<Cluster>>,
+    /// Cluster mode: what each namespace's pods hold, from the Pod watch (budgets, usage metrics).
+    usage: OnceLock<Arc<crate::cluster::usage::UsageIndex>>,
+    /// Bumped after every Pod watch event (tests wait on it).
+    pub usage_changes: OnceLock<tokio::sync::watch::Sender<u64>>,
     pub metrics: Metrics,
     pub limits: Limits,
     /// Body bytes of requests that come without a connection's budget (router tests).
@@ -136,6 +140,8 @@ impl App {
             policy: ArcSwap::from_pointee(facts.policy),
             pools: Arc::new(ArcSwap::from_pointee(facts.pools)),
             cluster: OnceLock::new(),
+            usage: OnceLock::new(),
+            usage_changes: OnceLock::new(),
             metrics,
             detached: BodyBudget::new(limits.budget()).detached(),
             limits,
@@ -156,6 +162,15 @@ impl App {
         self.cluster.get()
     }
 
+    /// Attaches the Pod watch's usage index (cluster mode): budgets are then enforced.
+    pub fn attach_usage(&self, index: Arc<crate::cluster::usage::UsageIndex>) {
+        let _ = self.usage.set(index);
+    }
+
+    pub fn usage_index(&self) -> Option<&Arc<crate::cluster::usage::UsageIndex>> {
+        self.usage.get()
+    }
+
     /// Marks the server as (not) accepting work, e.g. while shutting down.
     pub fn set_ready(&self, ready: bool) {
         self.accepting.store(ready, Ordering::Relaxed);
@@ -163,7 +178,9 @@ impl App {
 
     /// Ready: accepting, and the caches (if any) have synced.
     pub fn ready(&self) -> bool {
-        self.accepting.load(Ordering::Relaxed) && self.cluster().is_none_or(|c| c.ready())
+        self.accepting.load(Ordering::Relaxed)
+            && self.cluster().is_none_or(|c| c.ready())
+            && self.usage_index().is_none_or(|u| u.synced())
     }
 
     /// Puts a new valid policy in force, atomically between requests.
@@ -410,7 +427,14 @@ async fn review(app: &App, body: Body, length: Option<usize>, mut held: Held) ->
             let policy = app.policy.load_full();
             let labels = app.labels_for(&request, &policy).await;
             let claims = app.claims_for(&request).await;
-            let reviewed = request.decide_with_claims(&policy, &app.pools.load(), labels, &claims);
+            let pools = app.pools.load();
+            let reviewed = if app.usage_index().is_some() {
+                request.decide_gated(&policy, &pools, labels, &claims, |input, d| {
+                    crate::webhook::gpu_budget::gate(app, input, d)
+                })
+            } else {
+                request.decide_with_claims(&policy, &pools, labels, &claims)
+            };
             let m = &app.metrics;
             let (outcome, action, rule) = match &reviewed.audit {
                 Some(a) => (
@@ -496,6 +520,11 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
+    if app.usage_index().is_some() {
+        app.metrics
+            .usage
+            .refresh(&crate::webhook::gpu_budget::rows(&app));
+    }
     (
         StatusCode::OK,
         [(

@@ -3,6 +3,8 @@
 //! `remainingItemCount`, as the real one sends); a collection it does not serve is a 404 `Status`, as
 //! for a CRD that is not installed; `GET <collection>/<name>` answers one object. It records every
 //! request (method, path, query) so tests can check that a reader paginates and never writes.
+//! `?watch=true` on a collection streams the `ADDED`/`MODIFIED`/`DELETED` events of
+//! [`FakeApi::upsert`] and [`FakeApi::delete`] (newline-delimited, as the API server sends them).
 //!
 //! Also used by `examples/doctor_scale.rs` (included by path), so it depends only on the crate's own
 //! dependencies.
@@ -35,6 +37,21 @@ struct Inner {
     requests: Mutex<Vec<(Method, String)>>,
     /// Continue tokens still to be refused with 410 Gone (an expired token).
     expire_continue: AtomicUsize,
+    /// Watch events per collection path.
+    events: Mutex<BTreeMap<String, tokio::sync::broadcast::Sender<String>>>,
+    /// The resourceVersion of the last change.
+    version: AtomicUsize,
+}
+
+impl Inner {
+    fn events(&self, path: &str) -> tokio::sync::broadcast::Sender<String> {
+        self.events
+            .lock()
+            .unwrap()
+            .entry(path.to_string())
+            .or_insert_with(|| tokio::sync::broadcast::channel(4096).0)
+            .clone()
+    }
 }
 
 /// The running fake server.
@@ -86,6 +103,16 @@ async fn handle(State(inner): State<Arc<Inner>>, method: Method, uri: Uri) -> Re
         );
     }
     let q = query(&uri);
+    if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
+        let rx = inner.events(&path).subscribe();
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            match rx.recv().await {
+                Ok(line) => Some((Ok::<_, std::convert::Infallible>(format!("{line}\n")), rx)),
+                Err(_) => None,
+            }
+        });
+        return Body::from_stream(stream).into_response();
+    }
     let collections = inner.collections.lock().unwrap();
     if let Some(c) = collections.get(&path) {
         let start: usize = match q.get("continue") {
@@ -120,7 +147,8 @@ async fn handle(State(inner): State<Arc<Inner>>, method: Method, uri: Uri) -> Re
             .filter(|l| *l > 0)
             .unwrap_or(usize::MAX);
         let end = start.saturating_add(limit).min(c.items.len());
-        let mut metadata = json!({"resourceVersion": "4242"});
+        let rv = inner.version.load(Ordering::SeqCst).to_string();
+        let mut metadata = json!({"resourceVersion": rv});
         if end < c.items.len() {
             metadata["continue"] = json!(format!("fake-{end}"));
             metadata["remainingItemCount"] = json!(c.items.len() - end);
@@ -172,6 +200,7 @@ impl FakeApi {
     /// Starts the server on a free port of 127.0.0.1 (read back, no port races).
     pub async fn start() -> FakeApi {
         let inner = Arc::new(Inner::default());
+        inner.version.store(4242, Ordering::SeqCst);
         let router = axum::Router::new()
             .fallback(handle)
             .with_state(inner.clone());
@@ -227,6 +256,59 @@ impl FakeApi {
             );
         }
         self.serve(&format!("{prefix}/{plural}"), api_version, list_kind, items);
+    }
+
+    /// Adds or replaces an object of the collection at `path` and tells its watches.
+    pub fn upsert(&self, path: &str, mut object: Value) {
+        let rv = self.inner.version.fetch_add(1, Ordering::SeqCst) + 1;
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let kind = {
+            let mut collections = self.inner.collections.lock().unwrap();
+            let c = collections.get_mut(path).expect("a served collection");
+            let mut items: Vec<(String, String)> = (*c.items).clone();
+            let kind = match items.iter_mut().find(|(n, _)| *n == name) {
+                Some(item) => {
+                    item.1 = object.to_string();
+                    "MODIFIED"
+                }
+                None => {
+                    items.push((name, object.to_string()));
+                    "ADDED"
+                }
+            };
+            c.items = Arc::new(items);
+            kind
+        };
+        let _ = self
+            .inner
+            .events(path)
+            .send(json!({"type": kind, "object": object}).to_string());
+    }
+
+    /// Deletes an object of the collection at `path` and tells its watches.
+    pub fn delete(&self, path: &str, name: &str) {
+        let rv = self.inner.version.fetch_add(1, Ordering::SeqCst) + 1;
+        let removed = {
+            let mut collections = self.inner.collections.lock().unwrap();
+            let c = collections.get_mut(path).expect("a served collection");
+            let mut items: Vec<(String, String)> = (*c.items).clone();
+            let at = items.iter().position(|(n, _)| n == name);
+            let removed = at.map(|i| items.remove(i).1);
+            c.items = Arc::new(items);
+            removed
+        };
+        if let Some(text) = removed {
+            let mut object: Value = serde_json::from_str(&text).unwrap();
+            object["metadata"]["resourceVersion"] = json!(rv.to_string());
+            let _ = self
+                .inner
+                .events(path)
+                .send(json!({"type": "DELETED", "object": object}).to_string());
+        }
     }
 
     /// Stops serving a collection (its CRD uninstalled: 404).

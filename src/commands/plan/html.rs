@@ -4,7 +4,7 @@
 use super::{HOURS_PER_MONTH, Layout, Plan};
 use crate::catalog;
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -1,0 +1,350 @@
+//! Budgets in cluster mode, end to end: the real HTTPS server, the Pod watch against the fake API
+//! server's pod list/watch, and `/metrics`. A namespace fills to its budget and the next pod is denied
+//! with the message; deleting a pod frees room within seconds; audit mode warns instead; a burst of
+//! 50 concurrent creates against one replica ends at or under the budget.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::fakeapi::FakeApi;
+use gpu_slicer::admission::StaticFacts;
+use gpu_slicer::cluster::Cluster;
+use gpu_slicer::metrics::Metrics;
+use gpu_slicer::nodepool::{NodePool, NodePoolIndex};
+use gpu_slicer::policy::Policy;
+use gpu_slicer::server::{self, App, Bound, Limits};
+use gpu_slicer::tls;
+use http_body_util::{BodyExt, Full};
+use rustls_pki_types::ServerName;
+use rustls_pki_types::pem::PemObject;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+const POLICY: &str = r#"
+apiVersion: gpu-slicer.io/v1alpha1
+kind: SlicingPolicy
+spec:
+  rules:
+  - name: team
+    namespaces: ["team-*"]
+    action: exclusive
+    nodePool: p5
+    budget: {gpuEquivalents: "2"}
+  - name: trial
+    namespaces: ["trial"]
+    mode: audit
+    action: exclusive
+    nodePool: p5
+    budget: {gpuEquivalents: "1"}
+  - name: burst
+    namespaces: ["burst"]
+    action: mig
+    mig: {profile: 1g.10gb}
+    nodePool: p5
+    budget: {gpuEquivalents: "3"}
+"#;
+
+const PODS: &str = "/api/v1/pods";
+
+fn gpu_pod(ns: &str, name: &str, gpus: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{ns}-{name}")},
+        "spec": {"containers": [{"name": "main", "image": "vllm",
+            "resources": {"limits": {"nvidia.com/gpu": gpus}, "requests": {"nvidia.com/gpu": gpus}}}]},
+        "status": {"phase": "Running"}
+    })
+}
+
+fn namespace(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}})
+}
+
+fn pools() -> NodePoolIndex {
+    NodePoolIndex::new([NodePool::from_object(&json!({
+        "apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": "p5"},
+        "spec": {"template": {"spec": {"requirements": [
+            {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["p5.48xlarge"]}]}}}
+    }))
+    .unwrap()])
+}
+
+struct Webhook {
+    api: FakeApi,
+    app: Arc<App>,
+    addr: SocketAddr,
+    connector: TlsConnector,
+    _certs: tempfile::TempDir,
+}
+
+/// The webhook in cluster mode against a fake API server holding `pods`, served over real TLS.
+async fn webhook(pods: Vec<Value>) -> Webhook {
+    let api = FakeApi::start().await;
+    let names = ["team-a", "trial", "burst"].map(namespace).to_vec();
+    api.serve("/api/v1/namespaces", "v1", "NamespaceList", names);
+    api.serve(PODS, "v1", "PodList", pods);
+    let app = App::new(
+        StaticFacts {
+            policy: Policy::parse(POLICY, "budgets.yaml").unwrap(),
+            pools: pools(),
+        },
+        Metrics::new(),
+        Limits::default(),
+    );
+    let cluster = Cluster::start(
+        api.client(),
+        app.pools.clone(),
+        false,
+        app.metrics.cluster.clone(),
+    );
+    app.attach_cluster(cluster.clone());
+    gpu_slicer::webhook::gpu_budget::start_watch(&app, api.client());
+    let mut changes = cluster.subscribe();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !app.ready() {
+            tokio::select! {
+                _ = changes.changed() => {}
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+    })
+    .await
+    .expect("caches and the pod index synced");
+
+    let certs = tempfile::tempdir().unwrap();
+    let bundle = tls::generate(&["localhost".into()], "test").unwrap();
+    tls::write_bundle(certs.path(), &bundle, false).unwrap();
+    let cert = Arc::new(
+        tls::ReloadingCert::load(&certs.path().join("tls.crt"), &certs.path().join("tls.key"))
+            .unwrap(),
+    );
+    let bound = Bound::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = bound.local_addr().unwrap();
+    let config = tls::server_config(cert).unwrap();
+    tokio::spawn(bound.serve(
+        server::router(app.clone()),
+        config,
+        Limits::default(),
+        std::future::pending(),
+    ));
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(bundle.ca_cert.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    client.alpn_protocols = vec![b"h2".to_vec()];
+    Webhook {
+        api,
+        app,
+        addr,
+        connector: TlsConnector::from(Arc::new(client)),
+        _certs: certs,
+    }
+}
+
+fn review(ns: &str, gpus: &str, uid: usize) -> Vec<u8> {
+    let mut pod = gpu_pod(ns, "", gpus);
+    pod["metadata"] = json!({"generateName": "infer-", "namespace": ns});
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": format!("review-{uid}"), "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": ns, "operation": "CREATE", "userInfo": {"username": "dev"},
+            "object": pod, "dryRun": false}
+    }))
+    .unwrap()
+}
+
+impl Webhook {
+    /// An HTTP/2 connection over TLS.
+    async fn h2(&self) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        let tls = self
+            .connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        send
+    }
+
+    async fn admit(&self, ns: &str, gpus: &str, uid: usize) -> Value {
+        let mut h2 = self.h2().await;
+        call(&mut h2, review(ns, gpus, uid)).await
+    }
+
+    async fn metrics(&self) -> String {
+        let mut h2 = self.h2().await;
+        let req = hyper::Request::get("https://localhost/metrics")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = h2.send_request(req).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    /// Waits on the Pod watch's change notifications (not on a clock) until `cond` holds.
+    async fn until(&self, what: &str, cond: impl Fn() -> bool) {
+        let mut rx = self.app.usage_changes.get().unwrap().subscribe();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !cond() {
+                rx.changed().await.unwrap();
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+    }
+}
+
+async fn call(
+    h2: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    body: Vec<u8>,
+) -> Value {
+    let req = hyper::Request::post("https://localhost/mutate?timeout=10s")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = h2.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice::<Value>(&body).unwrap()["response"].clone()
+}
+
+fn message(response: &Value) -> String {
+    response["status"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_full_namespace_denies_the_next_pod_and_a_deleted_pod_frees_room() {
+    let w = webhook(vec![
+        gpu_pod("team-a", "one", "1"),
+        gpu_pod("team-a", "two", "1"),
+        // Finished and terminating pods hold nothing.
+        {
+            let mut p = gpu_pod("team-a", "done", "1");
+            p["status"]["phase"] = json!("Succeeded");
+            p
+        },
+        {
+            let mut p = gpu_pod("team-a", "leaving", "1");
+            p["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+            p
+        },
+    ])
+    .await;
+    let denied = w.admit("team-a", "1", 1).await;
+    assert_eq!(denied["allowed"], json!(false), "{denied}");
+    let msg = message(&denied);
+    for part in [
+        "namespace \"team-a\" is over its GPU budget",
+        "rule team allows 2 GPU-equivalents",
+        "pods hold 2",
+        "this pod asks for 1",
+        "delete or scale down pods",
+        "raise budget.gpuEquivalents of rule team",
+    ] {
+        assert!(msg.contains(part), "{part}: {msg}");
+    }
+
+    let metrics = w.metrics().await;
+    for line in [
+        "gpu_slicer_gpu_equivalents{namespace=\"team-a\",rule=\"team\"} 2.0",
+        "gpu_slicer_requested_gpus{namespace=\"team-a\",rule=\"team\"} 2.0",
+        "gpu_slicer_budget_gpu_equivalents{namespace=\"team-a\",rule=\"team\"} 2.0",
+        // p5.48xlarge: $55.04/h over 8 GPUs.
+        "gpu_slicer_cost_usd_per_hour{namespace=\"team-a\",rule=\"team\"} 13.76",
+        "gpu_slicer_saving_usd_per_hour{namespace=\"team-a\",rule=\"team\"} 0.0",
+        "gpu_slicer_budget_gpu_equivalents{namespace=\"burst\",rule=\"burst\"} 3.0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in:\n{metrics}"
+        );
+    }
+
+    w.api.delete(PODS, "one");
+    let index = w.app.usage_index().unwrap().clone();
+    w.until("the deleted pod is gone from the index", || {
+        index.holding("team-a", std::time::Instant::now()).pods
+            == gpu_slicer::equivalents::Gpus::ONE
+    })
+    .await;
+    let allowed = w.admit("team-a", "1", 2).await;
+    assert_eq!(allowed["allowed"], json!(true), "{allowed}");
+    // Its reservation holds the room until its pod shows up: the next one is denied.
+    let again = w.admit("team-a", "1", 3).await;
+    assert_eq!(again["allowed"], json!(false), "{again}");
+    assert!(message(&again).contains("being admitted now"), "{again}");
+    // The admitted pod appears in the watch: counted once, its reservation released.
+    w.api.upsert(PODS, gpu_pod("team-a", "three", "1"));
+    w.until("the new pod is counted", || {
+        index.holding("team-a", std::time::Instant::now())
+            == gpu_slicer::budget::Holding {
+                pods: gpu_slicer::equivalents::Gpus::whole(2),
+                in_flight: gpu_slicer::equivalents::Gpus::ZERO,
+            }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn audit_mode_warns_that_it_would_deny() {
+    let w = webhook(vec![gpu_pod("trial", "one", "1")]).await;
+    let r = w.admit("trial", "1", 1).await;
+    assert_eq!(r["allowed"], json!(true), "{r}");
+    assert!(r.get("patch").is_none(), "{r}");
+    let warnings = r["warnings"].to_string();
+    assert!(warnings.contains("would deny"), "{warnings}");
+    assert!(warnings.contains("over its GPU budget"), "{warnings}");
+}
+
+#[tokio::test]
+async fn a_burst_of_fifty_concurrent_creates_ends_at_or_under_the_budget() {
+    let w = webhook(Vec::new()).await;
+    // 1g.10gb on H100: 1/7 each; a budget of 3 holds 21.
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let mut h2 = w.h2().await;
+        tasks.push(tokio::spawn(async move {
+            call(&mut h2, review("burst", "1", i)).await
+        }));
+    }
+    let mut allowed = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        if r["allowed"] == json!(true) {
+            allowed += 1;
+        } else {
+            assert!(message(&r).contains("over its GPU budget"), "{r}");
+        }
+    }
+    assert_eq!(allowed, 21, "3 GPU-equivalents of 1/7 slices");
+    let held = w
+        .app
+        .usage_index()
+        .unwrap()
+        .holding("burst", std::time::Instant::now())
+        .total();
+    assert_eq!(held, gpu_slicer::equivalents::Gpus::whole(3));
+}
