@@ -160,9 +160,14 @@ async fn namespaces(
     }
     let s = f.store.lock().unwrap();
     let items: Vec<Value> = s.namespaces.values().cloned().collect();
+    list(s.rv, "v1", "NamespaceList", items)
+}
+
+/// A `*List` at resourceVersion `rv`.
+fn list(rv: u64, api_version: &str, kind: &str, items: Vec<Value>) -> Response {
     respond(
         StatusCode::OK,
-        json!({"kind": "NamespaceList", "apiVersion": "v1", "metadata": {"resourceVersion": s.rv.to_string()}, "items": items}),
+        json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
     )
 }
 
@@ -180,9 +185,11 @@ fn template_list(s: &Store, ns: Option<&str>, selector: Option<&String>) -> Resp
             .cloned()
             .collect(),
     };
-    respond(
-        StatusCode::OK,
-        json!({"kind": "ResourceClaimTemplateList", "apiVersion": "resource.k8s.io/v1", "metadata": {"resourceVersion": s.rv.to_string()}, "items": items}),
+    list(
+        s.rv,
+        "resource.k8s.io/v1",
+        "ResourceClaimTemplateList",
+        items,
     )
 }
 
@@ -255,10 +262,7 @@ async fn pods(State(f): State<Arc<Fake>>, Path(ns): Path<String>) -> Response {
         .filter(|((n, _), _)| *n == ns)
         .map(|(_, v)| v.clone())
         .collect();
-    respond(
-        StatusCode::OK,
-        json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": s.rv.to_string()}, "items": items}),
-    )
+    list(s.rv, "v1", "PodList", items)
 }
 
 async fn post_event(State(f): State<Arc<Fake>>, body: Bytes) -> Response {

@@ -38,6 +38,14 @@ const DRA_API: &str = "APIService/v1.resource.k8s.io";
 /// The driver values file the fixes point to.
 const DRIVER_VALUES: &str = "manifests/examples/dra/driver/values.yaml";
 
+/// The objects of a resource.k8s.io list, or `check`'s "skipped" finding saying why there are none.
+fn listed<'a, T>(read: &'a Read<Vec<T>>, check: &'static str) -> Result<&'a [T], Vec<Finding>> {
+    match read {
+        Read::Found(items) => Ok(items),
+        other => Err(skipped(check, DRA_API, other.why_not().unwrap_or(""))),
+    }
+}
+
 /// Runs the DRA checks.
 pub fn run_all(s: &ClusterSnapshot) -> Vec<Finding> {
     let mut out = dra_device_plugin_overlap(s);
@@ -153,15 +161,9 @@ fn overlap_fix(node: &NodeInfo, owner: &Owner) -> String {
 /// plugin publishes ResourceSlices: both allocators hand out the same GPUs (Karpenter's DRA page: "If
 /// both run, they can each hand out the same device, oversubscribing it without any error").
 pub fn dra_device_plugin_overlap(s: &ClusterSnapshot) -> Vec<Finding> {
-    let slices = match &s.resource_slices {
-        Read::Found(slices) => slices,
-        other => {
-            return skipped(
-                DRA_DEVICE_PLUGIN_OVERLAP,
-                DRA_API,
-                other.why_not().unwrap_or(""),
-            );
-        }
+    let slices = match listed(&s.resource_slices, DRA_DEVICE_PLUGIN_OVERLAP) {
+        Ok(slices) => slices,
+        Err(skip) => return skip,
     };
     // Node -> (slice names, devices) of the NVIDIA driver.
     let mut served: BTreeMap<&str, (Vec<String>, usize)> = BTreeMap::new();
@@ -382,15 +384,9 @@ pub fn dra_template_name_taken(s: &ClusterSnapshot) -> Vec<Finding> {
     if !claim_templates::needs_templates(&loaded.policy) {
         return Vec::new();
     }
-    let templates = match &s.claim_templates {
-        Read::Found(t) => t,
-        other => {
-            return skipped(
-                DRA_TEMPLATE_NAME_TAKEN,
-                DRA_API,
-                other.why_not().unwrap_or(""),
-            );
-        }
+    let templates = match listed(&s.claim_templates, DRA_TEMPLATE_NAME_TAKEN) {
+        Ok(templates) => templates,
+        Err(skip) => return skip,
     };
     let by_name: BTreeMap<(&str, &str), &TemplateInfo> = templates
         .iter()
