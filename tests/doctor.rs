@@ -456,7 +456,8 @@ fn guide_cluster() -> Cluster {
     c
 }
 
-/// The guide's doctor outputs: the cluster above, and one whose policy ConfigMap does not load.
+/// The guide's doctor outputs: the cluster above, one whose policy ConfigMap does not load, and the
+/// DRA failures of [`gpu_cluster::dra_broken`].
 async fn guide_outputs() -> Vec<String> {
     let mut out = Vec::new();
     let api = serve(&guide_cluster()).await;
@@ -473,6 +474,8 @@ async fn guide_outputs() -> Vec<String> {
         }
     }
     let api = serve(&c).await;
+    out.push(stdout_text(&doctor(&api, &[]).await));
+    let api = serve(&gpu_cluster::dra_broken()).await;
     out.push(stdout_text(&doctor(&api, &[]).await));
     out
 }
@@ -510,4 +513,166 @@ async fn the_troubleshooting_guide_shows_what_doctor_prints() {
         }
     }
     assert!(checked >= 20, "only {checked} doctor lines in the guide");
+}
+
+// ---- The live DRA checks (issue 20: dra-device-plugin-overlap, dra-mig-pool-empty; issue 24:
+// dra-template-name-taken) ----
+
+fn dra_findings(report: &Value) -> Vec<&Value> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["check"].as_str().unwrap().starts_with("dra-"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_dra_cluster_has_no_dra_finding_and_its_dra_lists_are_paginated() {
+    let api = serve(&gpu_cluster::dra_healthy()).await;
+    let out = doctor(&api, &["-o", "json"]).await;
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert!(dra_findings(&report).is_empty(), "{report:#}");
+    let requests = api.requests();
+    assert!(requests.iter().all(|(m, _)| m == "GET"), "{requests:?}");
+    for list in ["resourceslices", "resourceclaimtemplates"] {
+        let want = format!("/apis/resource.k8s.io/v1/{list}?");
+        assert!(
+            requests
+                .iter()
+                .any(|(_, u)| u.starts_with(&want) && u.contains("limit=500")),
+            "{want}: {requests:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_dra_cluster_names_the_node_the_pool_and_the_template_to_fix() {
+    let api = serve(&gpu_cluster::dra_broken()).await;
+    let out = doctor(&api, &["-o", "json"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let report = json_of(&out);
+    let text = |f: &Value, k: &str| f[k].as_str().unwrap().to_string();
+
+    // The driver's kubelet plugin also runs on a device-plugin node, and a DRA node still runs the
+    // device plugin; the healthy DRA node (no device-plugin resources) is not reported.
+    let overlap = findings(&report, "dra-device-plugin-overlap");
+    assert_eq!(overlap.len(), 2, "{report:#}");
+    assert!(overlap.iter().all(|f| f["severity"] == "error"));
+    let (plugin_node, dra_node) = (overlap[0], overlap[1]);
+    assert_eq!(plugin_node["object"], "Node/ip-10-0-1-5.ec2.internal");
+    let says = |f: &Value, k: &str, wants: &[&str]| {
+        let t = text(f, k);
+        for want in wants {
+            assert!(t.contains(want), "{want}: {t}");
+        }
+    };
+    says(
+        plugin_node,
+        "message",
+        &[
+            "(NodePool gpu-mig)",
+            "nvidia.com/mig-1g.10gb x16",
+            "ResourceSlice ip-10-0-1-5.ec2.internal-gpu.nvidia.com-",
+            "32 device(s) of driver gpu.nvidia.com",
+        ],
+    );
+    says(
+        plugin_node,
+        "fix",
+        &[
+            "NodePool gpu-mig is a device-plugin pool (device-plugin rule inference-mig routes to it)",
+            "kubeletPlugin.nodeSelector to gpu-slicer.io/gpu-allocator: dra",
+        ],
+    );
+    assert_eq!(dra_node["object"], "Node/ip-10-0-2-9.ec2.internal");
+    says(
+        dra_node,
+        "message",
+        &["(NodePool gpu-dra-whole) advertises device-plugin GPU resources (nvidia.com/gpu x4)"],
+    );
+    says(
+        dra_node,
+        "fix",
+        &[
+            "NodePool gpu-dra-whole is a DRA pool",
+            "nvidia.com/gpu.deploy.device-plugin: \"false\"",
+        ],
+    );
+
+    // The DRA MIG pool drained: Karpenter will not bring it back.
+    let empty = findings(&report, "dra-mig-pool-empty");
+    assert_eq!(empty.len(), 1, "{report:#}");
+    assert_eq!(empty[0]["object"], "NodePool/gpu-dra-mig");
+    let msg = text(empty[0], "message");
+    assert!(
+        msg.contains("rule inference-dra routes MIG claims to it (namespace ml-inference-dra)"),
+        "{msg}"
+    );
+    assert!(
+        text(empty[0], "fix").starts_with("make NodePool gpu-dra-mig static: set spec.replicas")
+    );
+
+    // A tenant's template holds one of the names rule training-dra needs; the others are gpu-slicer's.
+    let taken = findings(&report, "dra-template-name-taken");
+    assert_eq!(taken.len(), 1, "{report:#}");
+    assert_eq!(
+        taken[0]["object"],
+        "ResourceClaimTemplate/ml-training-dra/gpu-slicer-gpu"
+    );
+    let msg = text(taken[0], "message");
+    assert!(msg.contains("rule training-dra (backend dra) needs ResourceClaimTemplate gpu-slicer-gpu in namespace ml-training-dra"), "{msg}");
+    assert!(msg.contains("managed by Helm"), "{msg}");
+    assert!(
+        text(taken[0], "fix")
+            .contains("`kubectl -n ml-training-dra delete resourceclaimtemplate gpu-slicer-gpu`")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_dra_served_or_readable_the_dra_checks_say_why_they_were_skipped() {
+    let api = serve(&gpu_cluster::dra_broken().without_dra()).await;
+    let report = json_of(&doctor(&api, &["-o", "json"]).await);
+    for check in ["dra-device-plugin-overlap", "dra-template-name-taken"] {
+        let f = findings(&report, check);
+        assert_eq!(f.len(), 1, "{check}: {report:#}");
+        assert_eq!(f[0]["severity"], "info");
+        assert_eq!(f[0]["object"], "APIService/v1.resource.k8s.io");
+        assert!(
+            f[0]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("skipped: resource.k8s.io/v1 (Dynamic Resource Allocation, GA in Kubernetes 1.34) is not served"),
+            "{report:#}"
+        );
+    }
+    // Nodes and the policy are enough for this one.
+    assert_eq!(
+        findings(&report, "dra-mig-pool-empty")[0]["severity"],
+        "error"
+    );
+
+    let api = serve(&gpu_cluster::dra_broken()).await;
+    api.forbid("/apis/resource.k8s.io/v1/resourceslices");
+    let report = json_of(&doctor(&api, &["-o", "json"]).await);
+    let f = findings(&report, "dra-device-plugin-overlap");
+    assert_eq!(f.len(), 1, "{report:#}");
+    assert_eq!(f[0]["severity"], "info");
+    let msg = f[0]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("skipped: listing resourceslices: ") && msg.contains("403"),
+        "{msg}"
+    );
+    // The other reads still work.
+    assert_eq!(findings(&report, "dra-template-name-taken").len(), 1);
+}
+
+/// The check IDs are a contract: each one is in the guide's table.
+#[test]
+fn every_check_id_is_in_the_troubleshooting_table() {
+    let page = std::fs::read_to_string(common::repo("docs/troubleshooting.md")).unwrap();
+    for id in gpu_slicer::doctor::checks::ALL {
+        assert!(page.contains(&format!("\n| `{id}` | ")), "{id}");
+    }
 }

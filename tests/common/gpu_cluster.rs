@@ -69,6 +69,17 @@ pub struct Cluster {
     pub nodeclaims: Option<Vec<Value>>,
     pub nodeoverlays: Option<Vec<Value>>,
     pub clusterpolicies: Option<Vec<Value>>,
+    /// resource.k8s.io/v1: DeviceClasses, ResourceSlices and ResourceClaimTemplates; `None` when the
+    /// API server does not serve it (before Kubernetes 1.34).
+    pub dra: Option<Dra>,
+}
+
+/// The resource.k8s.io/v1 objects a cluster serves.
+#[derive(Clone, Default)]
+pub struct Dra {
+    pub deviceclasses: Vec<Value>,
+    pub resourceslices: Vec<Value>,
+    pub resourceclaimtemplates: Vec<Value>,
 }
 
 impl Cluster {
@@ -127,6 +138,43 @@ impl Cluster {
                 None => api.remove(path),
             }
         }
+        self.install_dra(api);
+    }
+
+    fn install_dra(&self, api: &FakeApi) {
+        const DRA: &str = "/apis/resource.k8s.io/v1";
+        const VERSION: &str = "resource.k8s.io/v1";
+        let Some(dra) = &self.dra else {
+            for plural in ["deviceclasses", "resourceslices", "resourceclaimtemplates"] {
+                api.remove(&format!("{DRA}/{plural}"));
+            }
+            return;
+        };
+        api.serve(
+            &format!("{DRA}/deviceclasses"),
+            VERSION,
+            "DeviceClassList",
+            dra.deviceclasses.clone(),
+        );
+        api.serve(
+            &format!("{DRA}/resourceslices"),
+            VERSION,
+            "ResourceSliceList",
+            dra.resourceslices.clone(),
+        );
+        api.serve_namespaced(
+            DRA,
+            "resourceclaimtemplates",
+            VERSION,
+            "ResourceClaimTemplateList",
+            dra.resourceclaimtemplates.clone(),
+        );
+    }
+
+    /// Without resource.k8s.io/v1 (a cluster before Kubernetes 1.34).
+    pub fn without_dra(mut self) -> Cluster {
+        self.dra = None;
+        self
     }
 
     /// Without Karpenter's CRDs.
@@ -441,6 +489,8 @@ pub fn healthy(cpu_pods: usize) -> Cluster {
                    "status": {"state": "ready", "namespace": "gpu-operator"}}),
             60 * 24,
         )]),
+        // Kubernetes 1.34+ serves DRA; no DRA driver is installed.
+        dra: Some(Dra::default()),
     }
 }
 
@@ -552,4 +602,166 @@ pub fn at_scale(nodes: usize, pods: usize, claims: usize) -> (Cluster, Planted) 
                 .len(),
         },
     )
+}
+
+// ---- DRA (manifests/examples/dra) ----
+
+/// The DRA example's policy (manifests/examples/dra/policy.yaml) plus the device-plugin rule of the
+/// main example for `ml-inference` on NodePool gpu-mig: DRA and device-plugin namespaces side by side.
+pub fn dra_policy() -> String {
+    let dra = std::fs::read_to_string(repo("manifests/examples/dra/policy.yaml")).unwrap();
+    format!(
+        "{dra}
+    - name: inference-mig
+      namespaces: [\"ml-inference\"]
+      action: mig
+      mig:
+        profile: 1g.10gb
+        allowedProfiles: [1g.10gb, 2g.20gb, 3g.40gb]
+      nodePool: gpu-mig
+"
+    )
+}
+
+/// A node of a DRA NodePool: the labels its template gives (the driver's kubelet plugin runs there,
+/// the device plugin does not), and no `nvidia.com/` resource in its allocatable.
+pub fn dra_node(name: &str, pool: &str, instance_type: &str) -> Value {
+    let mut labels = json!({"gpu-slicer.io/gpu-allocator": "dra", "nvidia.com/gpu.deploy.device-plugin": "false",
+        "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"});
+    if pool == "gpu-dra-mig" {
+        labels["nvidia.com/mig.config"] = json!("all-balanced");
+        labels["nvidia.com/mig.config.state"] = json!("success");
+    }
+    node(name, pool, instance_type, labels, json!({}))
+}
+
+/// The ResourceSlice the NVIDIA DRA driver's kubelet plugin publishes for `node`: pool named after the
+/// node, `gpus` full GPUs, or with `mig` the all-balanced layout of each (2 x 1g.10gb, 2g.20gb,
+/// 3g.40gb), attributes as its `resourceslice-attributes.md` lists them.
+pub fn resource_slice(node: &str, gpus: usize, mig: bool) -> Value {
+    let mut devices = Vec::new();
+    for g in 0..gpus {
+        let common = json!({"productName": {"string": "NVIDIA H100 80GB HBM3"}, "brand": {"string": "Nvidia"},
+            "architecture": {"string": "Hopper"}, "cudaComputeCapability": {"version": "9.0.0"},
+            "driverVersion": {"version": "580.95.5"}, "cudaDriverVersion": {"version": "13.0.0"},
+            "pcieBusID": {"string": format!("0000:{:02x}:00.0", 0x53 + g)}});
+        let parent = uid(&format!("{node}-gpu-{g}"));
+        if !mig {
+            let mut attributes = common.clone();
+            attributes["type"] = json!({"string": "gpu"});
+            attributes["uuid"] = json!({"string": format!("GPU-{parent}")});
+            attributes["index"] = json!({"int": g});
+            devices.push(json!({"name": format!("gpu-{g}"), "attributes": attributes,
+                "capacity": {"memory": {"value": "81559Mi"}}}));
+            continue;
+        }
+        // (profile, profile id, placement start, size, memory, multiprocessors)
+        for (profile, id, start, size, memory, sms) in [
+            ("1g.10gb", 19, 0, 1, "9984Mi", "16"),
+            ("1g.10gb", 19, 1, 1, "9984Mi", "16"),
+            ("2g.20gb", 14, 2, 2, "20096Mi", "32"),
+            ("3g.40gb", 9, 4, 4, "40192Mi", "60"),
+        ] {
+            let mut attributes = common.clone();
+            attributes["type"] = json!({"string": "mig"});
+            attributes["profile"] = json!({"string": profile});
+            attributes["parentUUID"] = json!({"string": format!("GPU-{parent}")});
+            attributes["uuid"] =
+                json!({"string": format!("MIG-{}", uid(&format!("{parent}-{start}")))});
+            attributes["parentIndex"] = json!({"int": g});
+            devices.push(
+                json!({"name": format!("gpu-{g}-mig-{id}-{start}-{size}"), "attributes": attributes,
+                "capacity": {"memory": {"value": memory}, "multiprocessors": {"value": sms}}}),
+            );
+        }
+    }
+    stored(
+        json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
+               "metadata": {"name": format!("{node}-gpu.nvidia.com-{}", &uid(node)[..5]),
+                   "generateName": format!("{node}-gpu.nvidia.com-"),
+                   "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node, "uid": uid(node), "controller": true}]},
+               "spec": {"driver": "gpu.nvidia.com", "nodeName": node,
+                   "pool": {"name": node, "generation": 1, "resourceSliceCount": 1}, "devices": devices}}),
+        110,
+    )
+}
+
+/// The templates gpu-slicer's controller keeps in `namespace` under `policy`, as it writes them
+/// (managed-by label and owner annotation).
+pub fn gpu_slicer_templates(policy: &str, namespace: &str) -> Vec<Value> {
+    use gpu_slicer::cluster::claim_templates::{OWNER_ANNOTATION, desired};
+    let policy = gpu_slicer::policy::Policy::parse(policy, "policy.yaml").unwrap();
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(self::namespace(namespace, json!({}))).unwrap();
+    desired(&policy, &ns)
+        .into_iter()
+        .map(|mut t| {
+            t["metadata"]["annotations"][OWNER_ANNOTATION.0] = json!(OWNER_ANNOTATION.1);
+            stored(t, 60)
+        })
+        .collect()
+}
+
+/// A healthy cluster with DRA: [`healthy`] plus the DRA example (NodePools gpu-dra-mig, static with
+/// one node, and gpu-dra-whole; the driver's DeviceClasses; [`dra_policy`] in the ConfigMap), the
+/// driver's kubelet plugin only on the DRA node, and gpu-slicer's templates in the DRA namespaces.
+pub fn dra_healthy() -> Cluster {
+    let mut c = healthy(0);
+    let policy = dra_policy();
+    for cm in &mut c.configmaps {
+        if cm["metadata"]["name"] == "gpu-slicer-policy" {
+            cm["data"]["policy.yaml"] = json!(policy);
+        }
+    }
+    c.nodepools
+        .as_mut()
+        .unwrap()
+        .extend(shipped("NodePool", "manifests/examples/dra"));
+    for ns in ["ml-inference-dra", "ml-training-dra"] {
+        c.namespaces.push(namespace(ns, json!({})));
+    }
+    let node = "ip-10-0-2-7.ec2.internal";
+    c.nodes.push(dra_node(node, "gpu-dra-mig", "p5.48xlarge"));
+    let mut templates = gpu_slicer_templates(&policy, "ml-inference-dra");
+    templates.extend(gpu_slicer_templates(&policy, "ml-training-dra"));
+    c.dra = Some(Dra {
+        deviceclasses: shipped("DeviceClass", "manifests/examples/dra"),
+        resourceslices: vec![resource_slice(node, 8, true)],
+        resourceclaimtemplates: templates,
+    });
+    c
+}
+
+/// What docs/troubleshooting.md shows for DRA: the driver's kubelet plugin also on device-plugin node
+/// ip-10-0-1-5 (no `kubeletPlugin.nodeSelector`), a gpu-dra-whole node whose device plugin still runs,
+/// NodePool gpu-dra-mig dynamic (no `spec.replicas`) and drained, and a tenant's template holding
+/// `gpu-slicer-gpu` in ml-training-dra.
+pub fn dra_broken() -> Cluster {
+    let mut c = dra_healthy();
+    c.nodes
+        .retain(|n| n["metadata"]["labels"]["karpenter.sh/nodepool"] != "gpu-dra-mig");
+    for pool in c.nodepools.as_mut().unwrap() {
+        if pool["metadata"]["name"] == "gpu-dra-mig" {
+            pool["spec"].as_object_mut().unwrap().remove("replicas");
+        }
+    }
+    let whole = "ip-10-0-2-9.ec2.internal";
+    let mut n = dra_node(whole, "gpu-dra-whole", "g6e.12xlarge");
+    n["status"]["allocatable"]["nvidia.com/gpu"] = json!("4");
+    c.nodes.push(n);
+    let dra = c.dra.as_mut().unwrap();
+    dra.resourceslices = vec![
+        resource_slice("ip-10-0-1-5.ec2.internal", 8, true),
+        resource_slice(whole, 4, false),
+    ];
+    for t in &mut dra.resourceclaimtemplates {
+        if t["metadata"]["namespace"] == "ml-training-dra"
+            && t["metadata"]["name"] == "gpu-slicer-gpu"
+        {
+            t["metadata"]["labels"] = json!({"app.kubernetes.io/managed-by": "Helm"});
+            t["metadata"]["annotations"] = json!({"meta.helm.sh/release-name": "trainer"});
+            t["spec"]["spec"]["devices"]["requests"][0]["exactly"]["count"] = json!(2);
+        }
+    }
+    c
 }

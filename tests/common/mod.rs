@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod dra_allocator;
+pub mod dra_api;
 pub mod fakeapi;
 pub mod gpu_cluster;
 pub mod validate;

@@ -29,6 +29,9 @@ pub const POD_NOT_REWRITTEN: &str = "pod-not-rewritten";
 pub const MIG_CONFIG_FAILED: &str = "mig-config-failed";
 pub const WEBHOOK_NOT_CONFIGURED: &str = "webhook-not-configured";
 pub const POLICY_CLUSTER_MISMATCH: &str = "policy-cluster-mismatch";
+pub use super::dra_checks::{
+    DRA_DEVICE_PLUGIN_OVERLAP, DRA_MIG_POOL_EMPTY, DRA_TEMPLATE_NAME_TAKEN,
+};
 
 /// Every check ID, in the order of the table (part of the contract).
 pub const ALL: &[&str] = &[
@@ -41,6 +44,9 @@ pub const ALL: &[&str] = &[
     MIG_CONFIG_FAILED,
     WEBHOOK_NOT_CONFIGURED,
     POLICY_CLUSTER_MISMATCH,
+    DRA_DEVICE_PLUGIN_OVERLAP,
+    DRA_MIG_POOL_EMPTY,
+    DRA_TEMPLATE_NAME_TAKEN,
 ];
 
 /// The shipped webhook registration: what a healthy one looks like.
@@ -98,10 +104,11 @@ pub fn run_all(s: &ClusterSnapshot, o: &Options) -> Vec<Finding> {
     out.extend(mig_config_failed(s, o));
     out.extend(webhook_not_configured(s));
     out.extend(policy_cluster_mismatch(s));
+    out.extend(super::dra_checks::run_all(s));
     out
 }
 
-fn finding(
+pub(super) fn finding(
     check: &'static str,
     severity: Severity,
     object: impl Into<String>,
@@ -117,7 +124,7 @@ fn finding(
     }
 }
 
-fn skipped(check: &'static str, object: &str, why: &str) -> Vec<Finding> {
+pub(super) fn skipped(check: &'static str, object: &str, why: &str) -> Vec<Finding> {
     vec![finding(
         check,
         Severity::Info,
@@ -129,7 +136,7 @@ fn skipped(check: &'static str, object: &str, why: &str) -> Vec<Finding> {
 
 const KARPENTER_CRDS: &str = "CustomResourceDefinition/nodepools.karpenter.sh";
 /// Where the webhook's policy is looked for (manifests/webhook).
-const POLICY_OBJECT: &str = "ConfigMap/gpu-slicer/gpu-slicer-policy";
+pub(super) const POLICY_OBJECT: &str = "ConfigMap/gpu-slicer/gpu-slicer-policy";
 
 fn list(items: impl IntoIterator<Item = impl AsRef<str>>) -> String {
     let v: Vec<String> = items.into_iter().map(|s| s.as_ref().to_string()).collect();
@@ -141,7 +148,7 @@ fn list(items: impl IntoIterator<Item = impl AsRef<str>>) -> String {
 }
 
 /// Up to three names and a count of the rest.
-fn some_of(names: &[String]) -> String {
+pub(super) fn some_of(names: &[String]) -> String {
     let shown = names.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
     if names.len() > 3 {
         format!("{shown} and {} more", names.len() - 3)
@@ -1488,6 +1495,8 @@ mod tests {
                 device_plugin_known: true,
             }),
             device_classes: Read::Found(vec!["gpu.nvidia.com".into(), "mig.nvidia.com".into()]),
+            resource_slices: Read::Found(Vec::new()),
+            claim_templates: Read::Found(Vec::new()),
         }
     }
 
@@ -1559,7 +1568,7 @@ mod tests {
 
     #[test]
     fn every_check_id_is_the_contracts() {
-        assert_eq!(ALL.len(), 9);
+        assert_eq!(ALL.len(), 12);
         for id in ALL {
             assert!(
                 id.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'),

@@ -8,15 +8,17 @@ use std::path::Path;
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
+use k8s_openapi::api::resource::v1::{DeviceClass, ResourceClaimTemplate, ResourceSlice};
 use kube::api::{ApiResource, DynamicObject};
 use kube::{Api, Client};
 use serde_json::Value;
 
 use super::snapshot::{
     ClusterSnapshot, GpuOperator, LoadedPolicy, NoPolicy, NodeClaimInfo, NodeInfo, OverlayInfo,
-    PodInfo, Read,
+    PodInfo, Read, SliceInfo, TemplateInfo,
 };
 use crate::cluster::kubeapi::{self, ApiError, Listed};
+use crate::dra;
 use crate::gpu_operator::GpuOperatorConfigs;
 use crate::nodepool::NodePool;
 use crate::policy::Policy;
@@ -120,9 +122,7 @@ pub async fn read(
         }
     };
     let gpu_operator = gpu_operator(client);
-    let class_api = Api::<k8s_openapi::api::resource::v1::DeviceClass>::all(client.clone());
-    let device_classes =
-        kubeapi::list_pages(&class_api, "listing deviceclasses", |c| c.metadata.name);
+    let dra = read_dra(client);
     let (
         pods,
         nodes,
@@ -133,7 +133,7 @@ pub async fn read(
         webhooks,
         policy,
         gpu_operator,
-        device_classes,
+        (device_classes, resource_slices, claim_templates),
     ) = tokio::join!(
         pods,
         nodes,
@@ -144,7 +144,7 @@ pub async fn read(
         webhooks,
         policy,
         gpu_operator,
-        device_classes
+        dra
     );
     let no_karpenter = "Karpenter is not installed (no karpenter.sh/v1 NodePool CRD)";
     Ok(ClusterSnapshot {
@@ -164,11 +164,45 @@ pub async fn read(
         webhooks: read_of(webhooks, "admissionregistration.k8s.io/v1 is not served"),
         policy,
         gpu_operator,
-        device_classes: read_of(
-            device_classes,
-            "resource.k8s.io/v1 (Dynamic Resource Allocation) is not served",
-        ),
+        device_classes,
+        resource_slices,
+        claim_templates,
     })
+}
+
+/// Why a resource.k8s.io/v1 list found nothing: the API group version is not served.
+const NO_DRA: &str =
+    "resource.k8s.io/v1 (Dynamic Resource Allocation, GA in Kubernetes 1.34) is not served";
+
+/// The DRA objects doctor reads: DeviceClass names, ResourceSlices (digested), and the
+/// ResourceClaimTemplates whose names gpu-slicer's use (`gpu-slicer-*`; others are dropped as each page
+/// arrives).
+async fn read_dra(
+    client: &Client,
+) -> (
+    Read<Vec<String>>,
+    Read<Vec<SliceInfo>>,
+    Read<Vec<TemplateInfo>>,
+) {
+    let class_api = Api::<DeviceClass>::all(client.clone());
+    let slice_api = Api::<ResourceSlice>::all(client.clone());
+    let template_api = Api::<ResourceClaimTemplate>::all(client.clone());
+    let (classes, slices, templates) = tokio::join!(
+        kubeapi::list_pages(&class_api, "listing deviceclasses", |c| c.metadata.name),
+        kubeapi::list_pages(&slice_api, "listing resourceslices", |s| {
+            Some(SliceInfo::from_slice(s))
+        }),
+        kubeapi::list_pages(&template_api, "listing resourceclaimtemplates", |t| {
+            let name = t.metadata.name.as_deref().unwrap_or_default();
+            name.starts_with(dra::PREFIX)
+                .then(|| TemplateInfo::from_template(&t))
+        }),
+    );
+    (
+        read_of(classes, NO_DRA),
+        read_of(slices, NO_DRA),
+        read_of(templates, NO_DRA),
+    )
 }
 
 /// The policy the webhook runs, from its ConfigMap as `manifests/webhook` deploys it.

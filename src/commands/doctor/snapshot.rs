@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::resource::v1::{ResourceClaimTemplate, ResourceSlice};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 
@@ -337,6 +338,65 @@ impl OverlayInfo {
     }
 }
 
+/// A ResourceSlice (resource.k8s.io/v1), as the checks see it: a DRA driver's kubelet plugin publishes
+/// one or more per node it runs on (`spec.nodeName`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SliceInfo {
+    pub name: String,
+    /// `spec.driver`, e.g. `gpu.nvidia.com`.
+    pub driver: String,
+    /// `spec.nodeName`: set for node-local devices (what a kubelet plugin publishes).
+    pub node_name: Option<String>,
+    /// How many devices the slice lists.
+    pub devices: usize,
+}
+
+impl SliceInfo {
+    /// Digests a ResourceSlice.
+    pub fn from_slice(slice: ResourceSlice) -> SliceInfo {
+        SliceInfo {
+            name: slice.metadata.name.unwrap_or_default(),
+            driver: slice.spec.driver,
+            node_name: slice.spec.node_name.filter(|n| !n.is_empty()),
+            devices: slice.spec.devices.map_or(0, |d| d.len()),
+        }
+    }
+}
+
+/// A ResourceClaimTemplate (resource.k8s.io/v1), as the checks see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TemplateInfo {
+    pub namespace: String,
+    pub name: String,
+    /// gpu-slicer's own: its managed-by label and owner annotation
+    /// ([`crate::cluster::claim_templates::is_ours`]).
+    pub ours: bool,
+    /// Its `app.kubernetes.io/managed-by` label, for messages (who else may own it).
+    pub managed_by: Option<String>,
+}
+
+impl TemplateInfo {
+    /// Digests a ResourceClaimTemplate.
+    pub fn from_template(t: &ResourceClaimTemplate) -> TemplateInfo {
+        TemplateInfo {
+            namespace: t.metadata.namespace.clone().unwrap_or_default(),
+            name: t.metadata.name.clone().unwrap_or_default(),
+            ours: crate::cluster::claim_templates::is_ours(t),
+            managed_by: t
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(crate::dra::MANAGED_BY.0))
+                .cloned(),
+        }
+    }
+
+    /// `ResourceClaimTemplate/namespace/name`.
+    pub fn object(&self) -> String {
+        format!("ResourceClaimTemplate/{}/{}", self.namespace, self.name)
+    }
+}
+
 /// The policy doctor judged the cluster by, and where it came from.
 #[derive(Debug, Clone)]
 pub struct LoadedPolicy {
@@ -397,6 +457,10 @@ pub struct ClusterSnapshot {
     pub gpu_operator: Read<GpuOperator>,
     /// DeviceClass names (resource.k8s.io/v1), for `backend: dra` rules.
     pub device_classes: Read<Vec<String>>,
+    /// ResourceSlices (resource.k8s.io/v1): which nodes a DRA driver's kubelet plugin serves.
+    pub resource_slices: Read<Vec<SliceInfo>>,
+    /// ResourceClaimTemplates (resource.k8s.io/v1) whose names gpu-slicer's templates use (`gpu-slicer-*`).
+    pub claim_templates: Read<Vec<TemplateInfo>>,
 }
 
 impl Default for ClusterSnapshot {
@@ -413,6 +477,8 @@ impl Default for ClusterSnapshot {
             policy: Err(NoPolicy::Absent("no policy".into())),
             gpu_operator: Read::Missing("no GPU Operator".into()),
             device_classes: Read::Missing("resource.k8s.io/v1 is not served".into()),
+            resource_slices: Read::Missing("resource.k8s.io/v1 is not served".into()),
+            claim_templates: Read::Missing("resource.k8s.io/v1 is not served".into()),
         }
     }
 }
