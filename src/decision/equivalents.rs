@@ -18,7 +18,6 @@
 //! drift; they print as decimals ([`Gpus`]'s `Display`).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::catalog::{self, GpuModel};
@@ -260,33 +259,50 @@ impl<'p> Asks<'p> {
 
     /// The effective count of each resource (KEP-753: sidecars run beside the app containers and the
     /// init containers after them).
-    fn effective(&self) -> BTreeMap<&str, u64> {
-        let mut app: BTreeMap<&str, u64> = BTreeMap::new();
-        let mut init_peak: BTreeMap<&str, u64> = BTreeMap::new();
-        let mut sidecars: BTreeMap<&str, u64> = BTreeMap::new();
+    fn effective(&self) -> Vec<(&str, u64)> {
+        // A pod names one or two GPU resources: small vectors beat maps (this runs on every request).
+        fn slot<'k>(v: &mut Vec<(&'k str, u64)>, key: &'k str) -> usize {
+            match v.iter().position(|(k, _)| *k == key) {
+                Some(i) => i,
+                None => {
+                    v.push((key, 0));
+                    v.len() - 1
+                }
+            }
+        }
+        let mut app: Vec<(&str, u64)> = Vec::new();
+        let mut init_peak: Vec<(&str, u64)> = Vec::new();
+        let mut sidecars: Vec<(&str, u64)> = Vec::new();
         for c in &self.containers {
             for (key, n) in &c.resources {
                 let key = key.as_ref();
                 if !c.init {
-                    *app.entry(key).or_default() += n;
+                    let i = slot(&mut app, key);
+                    app[i].1 += n;
                 } else if c.sidecar {
-                    *sidecars.entry(key).or_default() += n;
-                    let running = sidecars[key];
-                    let peak = init_peak.entry(key).or_default();
-                    *peak = (*peak).max(running);
+                    let i = slot(&mut sidecars, key);
+                    sidecars[i].1 += n;
+                    let running = sidecars[i].1;
+                    let p = slot(&mut init_peak, key);
+                    init_peak[p].1 = init_peak[p].1.max(running);
                 } else {
-                    let running = sidecars.get(key).copied().unwrap_or(0) + n;
-                    let peak = init_peak.entry(key).or_default();
-                    *peak = (*peak).max(running);
+                    let running = sidecars
+                        .iter()
+                        .find(|(k, _)| *k == key)
+                        .map_or(0, |(_, s)| *s)
+                        + n;
+                    let p = slot(&mut init_peak, key);
+                    init_peak[p].1 = init_peak[p].1.max(running);
                 }
             }
         }
         for (key, n) in sidecars {
-            *app.entry(key).or_default() += n;
+            let i = slot(&mut app, key);
+            app[i].1 += n;
         }
         for (key, peak) in init_peak {
-            let total = app.entry(key).or_default();
-            *total = (*total).max(peak);
+            let i = slot(&mut app, key);
+            app[i].1 = app[i].1.max(peak);
         }
         app
     }
