@@ -29,6 +29,7 @@ pub const POD_NOT_REWRITTEN: &str = "pod-not-rewritten";
 pub const MIG_CONFIG_FAILED: &str = "mig-config-failed";
 pub const WEBHOOK_NOT_CONFIGURED: &str = "webhook-not-configured";
 pub const POLICY_CLUSTER_MISMATCH: &str = "policy-cluster-mismatch";
+pub use super::budget_checks::NAMESPACE_OVER_BUDGET;
 
 /// Every check ID, in the order of the table (part of the contract).
 pub const ALL: &[&str] = &[
@@ -41,6 +42,7 @@ pub const ALL: &[&str] = &[
     MIG_CONFIG_FAILED,
     WEBHOOK_NOT_CONFIGURED,
     POLICY_CLUSTER_MISMATCH,
+    NAMESPACE_OVER_BUDGET,
 ];
 
 /// The shipped webhook registration: what a healthy one looks like.
@@ -98,6 +100,7 @@ pub fn run_all(s: &ClusterSnapshot, o: &Options) -> Vec<Finding> {
     out.extend(mig_config_failed(s, o));
     out.extend(webhook_not_configured(s));
     out.extend(policy_cluster_mismatch(s));
+    out.extend(super::budget_checks::namespace_over_budget(s));
     out
 }
 
@@ -1559,7 +1562,7 @@ mod tests {
 
     #[test]
     fn every_check_id_is_the_contracts() {
-        assert_eq!(ALL.len(), 9);
+        assert_eq!(ALL.len(), 10);
         for id in ALL {
             assert!(
                 id.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'),

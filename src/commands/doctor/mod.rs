@@ -8,6 +8,7 @@
 //!
 //! The check IDs ([`checks::ALL`]) are a contract: scripts and alerts key on them.
 
+pub mod budget_checks;
 pub mod checks;
 pub mod read;
 pub mod snapshot;
