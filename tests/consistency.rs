@@ -243,3 +243,81 @@ fn shipped_ops_with_defaults() -> GpuOperatorConfigs {
     assert!(ops.mig_is_default);
     ops
 }
+
+/// `shared.replicas` and `mig.timeSlicing.replicas` against the device plugin config of the rule's
+/// NodePool: a mismatch is an error naming rule, NodePool and config; no replicas on a pool whose
+/// config shares is a note that each replica counts whole.
+#[test]
+fn rule_replicas_are_checked_against_the_device_plugin_configs() {
+    let (pools, ops) = (shipped_pools(), shipped_ops());
+    let check = |policy: &Policy| check::check(policy, "policy.yaml", Some(&pools), Some(&ops));
+
+    let wrong = edited_policy(
+        "replicas: 4               # as in device plugin config timeslice-4: a pod holds 1/4 GPU",
+        "replicas: 8",
+    );
+    let errors = check(&wrong).errors;
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    for part in [
+        "spec.rules[3] (notebooks-timeslice)",
+        "NodePool gpu-timeslice",
+        "shared.replicas is 8, but device plugin config timeslice-4",
+        "time-slices nvidia.com/gpu with 4 replicas",
+        "set shared.replicas to 4",
+    ] {
+        assert!(errors[0].contains(part), "{part}: {}", errors[0]);
+    }
+
+    let wrong_mps = edited_policy(
+        "replicas: 4               # as in device plugin config mps-4",
+        "replicas: 2",
+    );
+    let errors = check(&wrong_mps).errors;
+    assert!(
+        errors.len() == 1
+            && errors[0].contains("(batch-mps)")
+            && errors[0].contains("device plugin config mps-4")
+            && errors[0].contains("shares nvidia.com/gpu with 4 replicas"),
+        "{errors:#?}"
+    );
+
+    let wrong_mig = edited_policy(
+        "replicas: 2             # its replicas: each pod holds 1/2 of a 1g.10gb slice",
+        "replicas: 3",
+    );
+    let errors = check(&wrong_mig).errors;
+    assert!(
+        errors.len() == 1
+            && errors[0].contains("(notebooks-on-slices)")
+            && errors[0].contains("NodePool gpu-mig-ts")
+            && errors[0]
+                .contains("mig.timeSlicing.replicas is 3, but device plugin config mig-1g.10gb-x2")
+            && errors[0].contains("time-slices nvidia.com/mig-1g.10gb with 2 replicas"),
+        "{errors:#?}"
+    );
+
+    let unset = edited_policy(
+        "        replicas: 4               # as in device plugin config timeslice-4: a pod holds 1/4 GPU\n",
+        "",
+    );
+    let report = check(&unset);
+    assert!(report.errors.is_empty(), "{:#?}", report.errors);
+    assert_eq!(report.notes.len(), 1, "{:#?}", report.notes);
+    assert!(
+        report.notes[0].contains("(notebooks-timeslice)")
+            && report.notes[0].contains("but the rule does not set shared.replicas: GPU-equivalents count each replica as a whole GPU (set shared.replicas to 4 to count 1/4)"),
+        "{}",
+        report.notes[0]
+    );
+    let unset_mig = edited_policy(
+        "          replicas: 2             # its replicas: each pod holds 1/2 of a 1g.10gb slice\n",
+        "",
+    );
+    let notes = check(&unset_mig).notes;
+    assert!(
+        notes.len() == 1
+            && notes[0]
+                .contains("each replica as a whole slice (set mig.timeSlicing.replicas to 2"),
+        "{notes:#?}"
+    );
+}
