@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod admit;
 pub mod browser;
 pub mod dra_allocator;
 pub mod fakeapi;
