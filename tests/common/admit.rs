@@ -35,6 +35,8 @@ pub fn connector(ca_pem: &[u8]) -> TlsConnector {
 /// An HTTP/2 connection over TLS to `addr` (certificate for `localhost`).
 pub async fn h2(addr: SocketAddr, connector: &TlsConnector) -> H2 {
     let tcp = TcpStream::connect(addr).await.unwrap();
+    // As the API server's client does: no Nagle delay on small frames.
+    tcp.set_nodelay(true).unwrap();
     let tls = connector
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
