@@ -11,9 +11,6 @@ use std::time::Duration;
 
 use common::admit::{self, H2, call, gpu_pod, message, review};
 use common::fakeapi::FakeApi;
-use gpu_slicer::admission::StaticFacts;
-use gpu_slicer::cluster::Cluster;
-use gpu_slicer::metrics::Metrics;
 use gpu_slicer::nodepool::{NodePool, NodePoolIndex};
 use gpu_slicer::policy::Policy;
 use gpu_slicer::server::{self, App, Bound, Limits};
@@ -21,11 +18,7 @@ use gpu_slicer::tls;
 use serde_json::{Value, json};
 use tokio_rustls::TlsConnector;
 
-const POLICY: &str = r#"
-apiVersion: gpu-slicer.io/v1alpha1
-kind: SlicingPolicy
-spec:
-  rules:
+const RULES: &str = r#"
   - name: team
     namespaces: ["team-*"]
     action: exclusive
@@ -44,6 +37,10 @@ spec:
     nodePool: p5
     budget: {gpuEquivalents: "3"}
 "#;
+
+fn policy() -> Policy {
+    Policy::parse(&common::policy_yaml(RULES), "budgets.yaml").unwrap()
+}
 
 const PODS: &str = "/api/v1/pods";
 
@@ -69,7 +66,7 @@ struct Webhook {
     _certs: tempfile::TempDir,
 }
 
-/// The fake API server holding `pods` and the namespaces of [`POLICY`].
+/// The fake API server holding `pods` and the namespaces of [`RULES`].
 async fn fake_api(pods: Vec<Value>) -> FakeApi {
     let api = FakeApi::start().await;
     let names = ["team-a", "trial", "burst"].map(namespace).to_vec();
@@ -94,21 +91,7 @@ async fn webhook(pods: Vec<Value>) -> Webhook {
 /// One webhook replica (its own App, watches and HTTPS server) against `api`, once its caches and
 /// pod index have synced.
 async fn replica(api: &FakeApi) -> (Arc<App>, SocketAddr, TlsConnector, tempfile::TempDir) {
-    let app = App::new(
-        StaticFacts {
-            policy: Policy::parse(POLICY, "budgets.yaml").unwrap(),
-            pools: pools(),
-        },
-        Metrics::new(),
-        Limits::default(),
-    );
-    let cluster = Cluster::start(
-        api.client(),
-        app.pools.clone(),
-        false,
-        app.metrics.cluster.clone(),
-    );
-    app.attach_cluster(cluster.clone());
+    let (app, cluster) = common::cluster_app(api.client(), policy(), pools());
     gpu_slicer::webhook::gpu_budget::start_watch(&app, api.client());
     let mut changes = cluster.subscribe();
     tokio::time::timeout(Duration::from_secs(10), async {

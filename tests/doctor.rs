@@ -17,25 +17,10 @@ use serde_json::{Value, json};
 
 /// Runs the real binary against `api` (off the async runtime: the server keeps serving).
 async fn doctor(api: &FakeApi, args: &[&str]) -> Output {
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.kubeconfig(dir.path());
-    let mut all = vec![
-        "doctor".to_string(),
-        "--kubeconfig".into(),
-        kubeconfig.display().to_string(),
-    ];
-    all.extend(args.iter().map(|s| s.to_string()));
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_gpu-slicer"))
-            .args(&all)
-            .env_remove("KUBECONFIG")
-            .output()
-            .unwrap();
-        drop(dir);
-        out
-    })
-    .await
-    .unwrap()
+    let all: Vec<&str> = std::iter::once("doctor")
+        .chain(args.iter().copied())
+        .collect();
+    common::gpu_slicer_against(api, &all, &[]).await
 }
 
 async fn serve(cluster: &Cluster) -> FakeApi {

@@ -3,16 +3,12 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::fakeapi::FakeApi;
 use serde_json::{Value, json};
 
-const POLICY: &str = r#"
-apiVersion: gpu-slicer.io/v1alpha1
-kind: SlicingPolicy
-spec:
-  rules:
+const RULES: &str = r#"
   - name: ml
     namespaces: [ml]
     action: mig
@@ -85,33 +81,19 @@ async fn api() -> FakeApi {
 }
 
 async fn usage(api: &FakeApi, output: &str) -> Output {
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.kubeconfig(dir.path());
-    let policy = dir.path().join("policy.yaml");
-    std::fs::write(&policy, POLICY).unwrap();
-    let args: Vec<String> = [
-        "usage",
-        "--from-cluster",
-        "--kubeconfig",
-        &kubeconfig.display().to_string(),
-        "--policy",
-        &policy.display().to_string(),
-        "--output",
-        output,
-    ]
-    .map(String::from)
-    .to_vec();
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_gpu-slicer"))
-            .args(&args)
-            .env_remove("KUBECONFIG")
-            .output()
-            .unwrap();
-        drop(dir);
-        out
-    })
+    common::gpu_slicer_against(
+        api,
+        &[
+            "usage",
+            "--from-cluster",
+            "--policy",
+            "{policy.yaml}",
+            "--output",
+            output,
+        ],
+        &[("policy.yaml", &common::policy_yaml(RULES))],
+    )
     .await
-    .unwrap()
 }
 
 fn stdout(o: &Output) -> String {
