@@ -9,27 +9,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use common::admit::{self, H2, call, gpu_pod, message, review};
 use common::fakeapi::FakeApi;
-use gpu_slicer::admission::StaticFacts;
-use gpu_slicer::cluster::Cluster;
-use gpu_slicer::metrics::Metrics;
 use gpu_slicer::nodepool::{NodePool, NodePoolIndex};
 use gpu_slicer::policy::Policy;
 use gpu_slicer::server::{self, App, Bound, Limits};
 use gpu_slicer::tls;
-use http_body_util::{BodyExt, Full};
-use rustls_pki_types::ServerName;
-use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-const POLICY: &str = r#"
-apiVersion: gpu-slicer.io/v1alpha1
-kind: SlicingPolicy
-spec:
-  rules:
+const RULES: &str = r#"
   - name: team
     namespaces: ["team-*"]
     action: exclusive
@@ -49,17 +38,11 @@ spec:
     budget: {gpuEquivalents: "3"}
 "#;
 
-const PODS: &str = "/api/v1/pods";
-
-fn gpu_pod(ns: &str, name: &str, gpus: &str) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{ns}-{name}")},
-        "spec": {"containers": [{"name": "main", "image": "vllm",
-            "resources": {"limits": {"nvidia.com/gpu": gpus}, "requests": {"nvidia.com/gpu": gpus}}}]},
-        "status": {"phase": "Running"}
-    })
+fn policy() -> Policy {
+    Policy::parse(&common::policy_yaml(RULES), "budgets.yaml").unwrap()
 }
+
+const PODS: &str = "/api/v1/pods";
 
 fn namespace(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Namespace",
@@ -83,27 +66,32 @@ struct Webhook {
     _certs: tempfile::TempDir,
 }
 
-/// The webhook in cluster mode against a fake API server holding `pods`, served over real TLS.
-async fn webhook(pods: Vec<Value>) -> Webhook {
+/// The fake API server holding `pods` and the namespaces of [`RULES`].
+async fn fake_api(pods: Vec<Value>) -> FakeApi {
     let api = FakeApi::start().await;
     let names = ["team-a", "trial", "burst"].map(namespace).to_vec();
     api.serve("/api/v1/namespaces", "v1", "NamespaceList", names);
     api.serve(PODS, "v1", "PodList", pods);
-    let app = App::new(
-        StaticFacts {
-            policy: Policy::parse(POLICY, "budgets.yaml").unwrap(),
-            pools: pools(),
-        },
-        Metrics::new(),
-        Limits::default(),
-    );
-    let cluster = Cluster::start(
-        api.client(),
-        app.pools.clone(),
-        false,
-        app.metrics.cluster.clone(),
-    );
-    app.attach_cluster(cluster.clone());
+    api
+}
+
+/// The webhook in cluster mode against a fake API server holding `pods`, served over real TLS.
+async fn webhook(pods: Vec<Value>) -> Webhook {
+    let api = fake_api(pods).await;
+    let (app, addr, connector, certs) = replica(&api).await;
+    Webhook {
+        api,
+        app,
+        addr,
+        connector,
+        _certs: certs,
+    }
+}
+
+/// One webhook replica (its own App, watches and HTTPS server) against `api`, once its caches and
+/// pod index have synced.
+async fn replica(api: &FakeApi) -> (Arc<App>, SocketAddr, TlsConnector, tempfile::TempDir) {
+    let (app, cluster) = common::cluster_app(api.client(), policy(), pools());
     gpu_slicer::webhook::gpu_budget::start_watch(&app, api.client());
     let mut changes = cluster.subscribe();
     tokio::time::timeout(Duration::from_secs(10), async {
@@ -133,57 +121,14 @@ async fn webhook(pods: Vec<Value>) -> Webhook {
         Limits::default(),
         std::future::pending(),
     ));
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::CertificateDer::pem_slice_iter(bundle.ca_cert.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    client.alpn_protocols = vec![b"h2".to_vec()];
-    Webhook {
-        api,
-        app,
-        addr,
-        connector: TlsConnector::from(Arc::new(client)),
-        _certs: certs,
-    }
-}
-
-fn review(ns: &str, gpus: &str, uid: usize) -> Vec<u8> {
-    let mut pod = gpu_pod(ns, "", gpus);
-    pod["metadata"] = json!({"generateName": "infer-", "namespace": ns});
-    serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {"uid": format!("review-{uid}"), "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": ns, "operation": "CREATE", "userInfo": {"username": "dev"},
-            "object": pod, "dryRun": false}
-    }))
-    .unwrap()
+    let connector = admit::connector(bundle.ca_cert.as_bytes());
+    (app, addr, connector, certs)
 }
 
 impl Webhook {
     /// An HTTP/2 connection over TLS.
-    async fn h2(&self) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
-        let tcp = TcpStream::connect(self.addr).await.unwrap();
-        let tls = self
-            .connector
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .unwrap();
-        let (send, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(tls),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
-        send
+    async fn h2(&self) -> H2 {
+        admit::h2(self.addr, &self.connector).await
     }
 
     async fn admit(&self, ns: &str, gpus: &str, uid: usize) -> Value {
@@ -192,13 +137,7 @@ impl Webhook {
     }
 
     async fn metrics(&self) -> String {
-        let mut h2 = self.h2().await;
-        let req = hyper::Request::get("https://localhost/metrics")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let resp = h2.send_request(req).await.unwrap();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        String::from_utf8(body.to_vec()).unwrap()
+        admit::get(&mut self.h2().await, "/metrics").await
     }
 
     /// Waits on the Pod watch's change notifications (not on a clock) until `cond` holds.
@@ -212,27 +151,6 @@ impl Webhook {
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
     }
-}
-
-async fn call(
-    h2: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
-    body: Vec<u8>,
-) -> Value {
-    let req = hyper::Request::post("https://localhost/mutate?timeout=10s")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let resp = h2.send_request(req).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    serde_json::from_slice::<Value>(&body).unwrap()["response"].clone()
-}
-
-fn message(response: &Value) -> String {
-    response["status"]["message"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
 }
 
 #[tokio::test]
@@ -347,4 +265,91 @@ async fn a_burst_of_fifty_concurrent_creates_ends_at_or_under_the_budget() {
         .holding("burst", std::time::Instant::now())
         .total();
     assert_eq!(held, gpu_slicer::equivalents::Gpus::whole(3));
+}
+
+/// A pod as the API server stores it once a replica admitted it: the rewritten 1g.10gb slice.
+fn admitted_slice(i: usize) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("burst-{i}"), "namespace": "burst", "uid": format!("uid-burst-{i}")},
+        "spec": {"containers": [{"name": "main", "image": "vllm",
+            "resources": {"limits": {"nvidia.com/mig-1g.10gb": "1"}, "requests": {"nvidia.com/mig-1g.10gb": "1"}}}]},
+        "status": {"phase": "Pending"}
+    })
+}
+
+/// A burst of `n` concurrent creates split across `replicas` (alternately); with `store`, each
+/// admitted pod is stored in the fake API server as soon as its answer arrives (as the API server
+/// does), so the other replica's watch can see it. Returns the pods admitted.
+async fn split_burst(
+    api: &FakeApi,
+    replicas: &[(SocketAddr, TlsConnector)],
+    n: usize,
+    store: bool,
+) -> usize {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let (addr, connector) = &replicas[i % replicas.len()];
+        let mut h2 = admit::h2(*addr, connector).await;
+        tasks.push(tokio::spawn(async move {
+            (i, call(&mut h2, review("burst", "1", i)).await)
+        }));
+    }
+    let mut admitted = 0;
+    for t in tasks {
+        let (i, r) = t.await.unwrap();
+        if r["allowed"] == json!(true) {
+            admitted += 1;
+            if store {
+                api.upsert(PODS, admitted_slice(i));
+            }
+        } else {
+            assert!(message(&r).contains("over its GPU budget"), "{r}");
+        }
+    }
+    admitted
+}
+
+/// Two replicas watching the same pods: each admits up to the budget minus what it sees (the pods
+/// in its watch and its own admissions in flight), so a namespace can end at most the other
+/// replica's admissions not yet in the watch over its budget: `budget - held` at the burst's start.
+/// Measured with 1/7 slices against a budget of 3 (21 slices) and 50 concurrent creates split
+/// across the two: README, "Budgets".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_overshoot_by_at_most_what_the_other_admitted_unseen() {
+    let budget_slices = 21;
+    // Worst case: no admitted pod reaches either watch during the burst (the API server has not
+    // stored them yet): each replica fills the budget on its own.
+    let api = fake_api(Vec::new()).await;
+    let (a, addr_a, conn_a, _ca) = replica(&api).await;
+    let (b, addr_b, conn_b, _cb) = replica(&api).await;
+    let both = [(addr_a, conn_a), (addr_b, conn_b)];
+    let unseen = split_burst(&api, &both, 50, false).await;
+    assert_eq!(
+        unseen,
+        2 * budget_slices,
+        "each replica admits the whole budget"
+    );
+    eprintln!(
+        "two replicas, admitted pods never stored: {unseen} of 50 admitted = {:.6} GPU-equivalents for a budget of 3 (overshoot {:.6})",
+        unseen as f64 / 7.0,
+        (unseen - budget_slices) as f64 / 7.0
+    );
+    drop((a, b));
+
+    // As in a cluster: each admitted pod is stored at once and reaches both watches.
+    let api = fake_api(Vec::new()).await;
+    let (_a, addr_a, conn_a, _ca) = replica(&api).await;
+    let (_b, addr_b, conn_b, _cb) = replica(&api).await;
+    let both = [(addr_a, conn_a), (addr_b, conn_b)];
+    let stored = split_burst(&api, &both, 50, true).await;
+    eprintln!(
+        "two replicas, admitted pods stored as answered: {stored} of 50 admitted = {:.6} GPU-equivalents for a budget of 3 (overshoot {:.6})",
+        stored as f64 / 7.0,
+        stored.saturating_sub(budget_slices) as f64 / 7.0
+    );
+    assert!(
+        (budget_slices..=2 * budget_slices).contains(&stored),
+        "{stored} admitted: the bound is the budget plus what the other replica admitted unseen"
+    );
 }

@@ -243,3 +243,86 @@ fn shipped_ops_with_defaults() -> GpuOperatorConfigs {
     assert!(ops.mig_is_default);
     ops
 }
+
+/// `shared.replicas` and `mig.timeSlicing.replicas` against the device plugin config of the rule's
+/// NodePool: a mismatch is an error naming rule, NodePool and config; no replicas on a pool whose
+/// config shares is a note that each replica counts whole.
+#[test]
+fn rule_replicas_are_checked_against_the_device_plugin_configs() {
+    let (pools, ops) = (shipped_pools(), shipped_ops());
+    const TIMESLICE: &str = "        replicas: 4               # as in device plugin config timeslice-4: a pod holds 1/4 GPU\n";
+    const MPS: &str = "        replicas: 4               # as in device plugin config mps-4\n";
+    const MIG: &str =
+        "          replicas: 2             # its replicas: each pod holds 1/2 of a 1g.10gb slice\n";
+    // (edit from, to; whether the one finding is an error (else a note); what it must say)
+    let cases: [(&str, &str, bool, &[&str]); 5] = [
+        (
+            TIMESLICE,
+            "        replicas: 8\n",
+            true,
+            &[
+                "spec.rules[3] (notebooks-timeslice)",
+                "NodePool gpu-timeslice",
+                "shared.replicas is 8, but device plugin config timeslice-4",
+                "time-slices nvidia.com/gpu with 4 replicas",
+                "set shared.replicas to 4",
+            ],
+        ),
+        (
+            MPS,
+            "        replicas: 2\n",
+            true,
+            &[
+                "(batch-mps)",
+                "device plugin config mps-4",
+                "shares nvidia.com/gpu with 4 replicas",
+            ],
+        ),
+        (
+            MIG,
+            "          replicas: 3\n",
+            true,
+            &[
+                "(notebooks-on-slices)",
+                "NodePool gpu-mig-ts",
+                "mig.timeSlicing.replicas is 3, but device plugin config mig-1g.10gb-x2",
+                "time-slices nvidia.com/mig-1g.10gb with 2 replicas",
+            ],
+        ),
+        (
+            TIMESLICE,
+            "",
+            false,
+            &[
+                "(notebooks-timeslice)",
+                "but the rule does not set shared.replicas: GPU-equivalents count each replica as a whole GPU (set shared.replicas to 4 to count 1/4)",
+            ],
+        ),
+        (
+            MIG,
+            "",
+            false,
+            &[
+                "(notebooks-on-slices)",
+                "each replica as a whole slice (set mig.timeSlicing.replicas to 2",
+            ],
+        ),
+    ];
+    for (from, to, error, parts) in cases {
+        let report = check::check(
+            &edited_policy(from, to),
+            "policy.yaml",
+            Some(&pools),
+            Some(&ops),
+        );
+        let (found, other) = if error {
+            (&report.errors, &report.notes)
+        } else {
+            (&report.notes, &report.errors)
+        };
+        assert!(found.len() == 1 && other.is_empty(), "{to:?}: {report:#?}");
+        for part in parts {
+            assert!(found[0].contains(part), "{part}: {}", found[0]);
+        }
+    }
+}

@@ -17,25 +17,10 @@ use serde_json::{Value, json};
 
 /// Runs the real binary against `api` (off the async runtime: the server keeps serving).
 async fn doctor(api: &FakeApi, args: &[&str]) -> Output {
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.kubeconfig(dir.path());
-    let mut all = vec![
-        "doctor".to_string(),
-        "--kubeconfig".into(),
-        kubeconfig.display().to_string(),
-    ];
-    all.extend(args.iter().map(|s| s.to_string()));
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_gpu-slicer"))
-            .args(&all)
-            .env_remove("KUBECONFIG")
-            .output()
-            .unwrap();
-        drop(dir);
-        out
-    })
-    .await
-    .unwrap()
+    let all: Vec<&str> = std::iter::once("doctor")
+        .chain(args.iter().copied())
+        .collect();
+    common::gpu_slicer_against(api, &all, &[]).await
 }
 
 async fn serve(cluster: &Cluster) -> FakeApi {
@@ -675,4 +660,86 @@ fn every_check_id_is_in_the_troubleshooting_table() {
     for id in gpu_slicer::doctor::checks::ALL {
         assert!(page.contains(&format!("\n| `{id}` | ")), "{id}");
     }
+}
+
+/// After a policy change lowers a budget, doctor names each namespace over it: the rule, the budget,
+/// what the namespace's live GPU pods hold (finished and terminating pods not counted) and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_over_its_budget_is_a_warning_naming_rule_budget_held_and_fix() {
+    let mut c = gpu_cluster::healthy(0);
+    let cm = c
+        .configmaps
+        .iter_mut()
+        .find(|cm| cm["metadata"]["name"] == "gpu-slicer-policy")
+        .unwrap();
+    let policy = cm["data"]["policy.yaml"].as_str().unwrap().replacen(
+        "      allowOptOut: false\n",
+        "      allowOptOut: false\n      budget: {gpuEquivalents: \"0.3\"}\n",
+        1,
+    );
+    cm["data"]["policy.yaml"] = json!(policy);
+    let slice = || json!({"nvidia.com/mig-1g.10gb": "1"});
+    let on_node = || {
+        let mut r = gpu_cluster::routed_to_gpu_mig();
+        r["nodeName"] = json!("ip-10-0-1-5.ec2.internal");
+        r
+    };
+    // Two more running slices (3/7 held in all), a finished one and a terminating one (not counted).
+    for (suffix, phase) in [("b", "Running"), ("c", "Running"), ("d", "Succeeded")] {
+        c.pods.push(gpu_cluster::pod(
+            "ml-inference",
+            "llm",
+            suffix,
+            phase,
+            slice(),
+            on_node(),
+        ));
+    }
+    let mut terminating =
+        gpu_cluster::pod("ml-inference", "llm", "e", "Running", slice(), on_node());
+    terminating["metadata"]["deletionTimestamp"] = json!(gpu_cluster::ago(1));
+    c.pods.push(terminating);
+    let api = serve(&c).await;
+    let out = doctor(&api, &["-o", "json"]).await;
+    let report = json_of(&out);
+    let f = findings(&report, "namespace-over-budget");
+    assert_eq!(f.len(), 1, "{report:#}");
+    assert_eq!(f[0]["severity"], "warning");
+    assert_eq!(f[0]["object"], "Namespace/ml-inference");
+    let message = f[0]["message"].as_str().unwrap();
+    for part in [
+        "namespace ml-inference holds 0.428571 GPU-equivalents in 3 running or pending GPU pod(s)",
+        "over the budget of 0.3 that rule inference-mig sets (0.128571 over",
+        "largest: llm-7d9c8b6f5-abcde (0.142857)",
+        "the webhook denies its new GPU pods until it is back within",
+    ] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+    let fix = f[0]["fix"].as_str().unwrap();
+    assert!(
+        fix.contains("scale down or delete pods in ml-inference until they hold at most 0.3")
+            && fix.contains("raise budget.gpuEquivalents of rule inference-mig in ConfigMap gpu-slicer/gpu-slicer-policy"),
+        "{fix}"
+    );
+    // A warning: the exit status stays 0; the table shows it too.
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    let table = stdout_text(&doctor(&api, &[]).await);
+    assert!(
+        table.contains("namespace-over-budget  Namespace/ml-inference"),
+        "{table}"
+    );
+
+    // Within the budget (the policy raised again): no finding.
+    let cm = c
+        .configmaps
+        .iter_mut()
+        .find(|cm| cm["metadata"]["name"] == "gpu-slicer-policy")
+        .unwrap();
+    cm["data"]["policy.yaml"] = json!(policy.replace("\"0.3\"", "\"0.5\""));
+    c.install(&api);
+    let report = json_of(&doctor(&api, &["-o", "json"]).await);
+    assert!(
+        findings(&report, "namespace-over-budget").is_empty(),
+        "{report:#}"
+    );
 }

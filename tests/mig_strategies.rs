@@ -485,7 +485,7 @@ fn a_time_slicing_rule_whose_pool_does_not_time_slice_or_renames_otherwise_is_na
         &std::fs::read_to_string(repo("manifests/policy/policy.yaml"))
             .unwrap()
             .replacen(
-                "        timeSlicing:\n          renameByDefault: true   # as in device plugin config mig-1g.10gb-x2\n",
+                "        timeSlicing:\n          renameByDefault: true   # as in device plugin config mig-1g.10gb-x2\n          replicas: 2             # its replicas: each pod holds 1/2 of a 1g.10gb slice\n",
                 "",
                 1,
             ),

@@ -11,16 +11,13 @@ use axum::body::Body;
 use axum::http::Request;
 use common::fakeapi::FakeApi;
 use common::*;
-use gpu_slicer::admission::StaticFacts;
 use gpu_slicer::audit::Outcome;
 use gpu_slicer::claims::{ClaimFacts, ClaimVerdict};
-use gpu_slicer::cluster::{Cluster, ClusterMetrics};
 use gpu_slicer::engine::{self, Decision, Namespace};
-use gpu_slicer::metrics::Metrics;
 use gpu_slicer::nodepool::NodePoolIndex;
 use gpu_slicer::pod::Pod;
 use gpu_slicer::policy::Policy;
-use gpu_slicer::server::{self, App, Limits};
+use gpu_slicer::server::{self, App};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -244,21 +241,7 @@ async fn the_webhook_reads_templates_claims_and_device_classes_in_cluster_mode()
                 "spec": {"selectors": [{"cel": {"expression": "device.driver == 'rdma.example.com'"}}]}}),
         ],
     );
-    let app = App::new(
-        StaticFacts {
-            policy: policy(),
-            pools: NodePoolIndex::default(),
-        },
-        Metrics::new(),
-        Limits::default(),
-    );
-    let cluster = Cluster::start(
-        api.client(),
-        app.pools.clone(),
-        false,
-        ClusterMetrics::default(),
-    );
-    app.attach_cluster(cluster);
+    let (app, _cluster) = common::cluster_app(api.client(), policy(), NodePoolIndex::default());
 
     let cases = [
         (

@@ -625,3 +625,81 @@ fn the_deploying_guide_shows_what_the_report_prints() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(shown, text(&out.stdout));
 }
+
+/// Each workload's GPU-equivalents, and where its rule has a budget, whether its replicas fit as an
+/// empty namespace would fill (workload by workload in the report's order); in every output form.
+#[test]
+fn each_workload_shows_its_gpu_equivalents_and_budget_outcome() {
+    let policy_text = "apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec:\n  defaultAction: passthrough\n  rules:\n  - name: capped\n    namespaces: [ml-inference]\n    action: mig\n    mig: {profile: 1g.10gb, allowedProfiles: [1g.10gb, 2g.20gb]}\n    budget: {gpuEquivalents: \"0.75\"}\n  - name: free\n    namespaces: [ml-training]\n    action: exclusive\n";
+    let policy = gpu_slicer::policy::Policy::parse(policy_text, "p.yaml").unwrap();
+    let workload = |kind: &str, name: &str, ns: &str, replicas: u64, profile: &str| {
+        let annotations = if profile.is_empty() {
+            json!({})
+        } else {
+            json!({"gpu-slicer.io/profile": profile})
+        };
+        json!({"kind": kind, "metadata": {"name": name, "namespace": ns},
+               "spec": {"replicas": replicas, "template": {"metadata": {"annotations": annotations},
+                   "spec": {"containers": [
+                   {"name": "a", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}}})
+    };
+    let objects = vec![
+        // Sorted: Deployment/a (3 x 1/7) then StatefulSet/b (2 x 2/7): 3/7 + 2/7 = 5/7 <= 0.75, the
+        // second 2g.20gb would make 1.
+        (
+            "m".to_string(),
+            workload("Deployment", "a", "ml-inference", 3, "1g.10gb"),
+        ),
+        (
+            "m".to_string(),
+            workload("StatefulSet", "b", "ml-inference", 2, "2g.20gb"),
+        ),
+        (
+            "m".to_string(),
+            workload("Deployment", "t", "ml-training", 4, ""),
+        ),
+    ];
+    let read = report::read::from_objects(objects, "default");
+    let r = report::build(read, &policy, &shipped_pools(), &[]);
+    let by_name = |n: &str| r.rows.iter().find(|row| row.name == n).unwrap();
+    let (a, b, t) = (by_name("a"), by_name("b"), by_name("t"));
+    assert_eq!(a.gpu_equivalents.unwrap().to_string(), "0.428571");
+    assert_eq!(a.budget.outcome, report::BudgetOutcome::Within);
+    assert_eq!(a.budget.cell(3), "within (0.428571/0.75)");
+    assert_eq!(b.gpu_equivalents_per_pod.unwrap().to_string(), "0.285714");
+    assert_eq!(b.budget.outcome, report::BudgetOutcome::Over);
+    assert_eq!(b.budget.pods_fit, 1);
+    assert_eq!(b.budget.cell(2), "over: 1 of 2 pods fit (0.714286/0.75)");
+    assert_eq!(t.gpu_equivalents.unwrap().to_string(), "4");
+    assert_eq!(t.budget.outcome, report::BudgetOutcome::NoBudget);
+    assert_eq!(r.over_budget, 1);
+
+    // JSON, table and HTML carry it.
+    let json = serde_json::to_value(&r).unwrap();
+    let row_b = json["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["name"] == "b")
+        .unwrap();
+    assert_eq!(row_b["gpuEquivalents"], "0.571429");
+    assert_eq!(
+        row_b["budget"],
+        json!({"outcome": "over", "budgetGpuEquivalents": "0.75", "podsFit": 1,
+               "namespaceGpuEquivalents": "0.714286"})
+    );
+    assert_eq!(json["overBudget"], 1);
+    let table = report::table(&r);
+    assert!(table.contains("GPU-EQ"), "{table}");
+    assert!(
+        table.contains("over: 1 of 2 pods fit (0.714286/0.75)"),
+        "{table}"
+    );
+    assert!(
+        table.contains("1 workload(s) over their namespace's GPU budget"),
+        "{table}"
+    );
+    let html = report::html::render(&r, "t");
+    assert!(html.contains(r#"<td id="total-over-budget">1</td>"#));
+    assert!(html.contains(r#"<td class="b over">over: 1 of 2 pods fit (0.714286/0.75)</td>"#));
+}

@@ -3,16 +3,12 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::fakeapi::FakeApi;
 use serde_json::{Value, json};
 
-const POLICY: &str = r#"
-apiVersion: gpu-slicer.io/v1alpha1
-kind: SlicingPolicy
-spec:
-  rules:
+const RULES: &str = r#"
   - name: ml
     namespaces: [ml]
     action: mig
@@ -42,14 +38,20 @@ fn pod(ns: &str, name: &str, resources: Value, claims: Option<Value>) -> Value {
     p
 }
 
-async fn api() -> FakeApi {
+/// The test cluster: a MIG namespace with a budget (and a finished pod), a time-sliced one, a DRA one,
+/// and with `legacy` a namespace no rule matches, named with an escape sequence, holding a pod admitted
+/// before gpu-slicer ran. docs/proving-savings.md shows `usage` on it without `legacy`.
+async fn api_with(legacy: bool) -> FakeApi {
     let api = FakeApi::start().await;
     let ns = |n: &str| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}});
     api.serve(
         "/api/v1/namespaces",
         "v1",
         "NamespaceList",
-        vec![ns("ml"), ns("notebooks"), ns("dra"), ns("a\u{1b}[2Jb")],
+        [ns("ml"), ns("notebooks"), ns("dra")]
+            .into_iter()
+            .chain(legacy.then(|| ns("a\u{1b}[2Jb")))
+            .collect(),
     );
     let mut done = pod("ml", "done", json!({"nvidia.com/mig-1g.10gb": "1"}), None);
     done["status"]["phase"] = json!("Succeeded");
@@ -69,9 +71,11 @@ async fn api() -> FakeApi {
                 json!({}),
                 Some(json!([{"name": "gpu-slicer-0", "resourceClaimTemplateName": "gpu-slicer-gpu"}])),
             ),
-            pod("a\u{1b}[2Jb", "old", json!({"nvidia.com/gpu": "1"}), None),
             pod("ml", "cpu", json!({"cpu": "1"}), None),
-        ],
+        ]
+        .into_iter()
+        .chain(legacy.then(|| pod("a\u{1b}[2Jb", "old", json!({"nvidia.com/gpu": "1"}), None)))
+        .collect(),
     );
     api.serve(
         "/apis/karpenter.sh/v1/nodepools",
@@ -84,34 +88,24 @@ async fn api() -> FakeApi {
     api
 }
 
+async fn api() -> FakeApi {
+    api_with(true).await
+}
+
 async fn usage(api: &FakeApi, output: &str) -> Output {
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.kubeconfig(dir.path());
-    let policy = dir.path().join("policy.yaml");
-    std::fs::write(&policy, POLICY).unwrap();
-    let args: Vec<String> = [
-        "usage",
-        "--from-cluster",
-        "--kubeconfig",
-        &kubeconfig.display().to_string(),
-        "--policy",
-        &policy.display().to_string(),
-        "--output",
-        output,
-    ]
-    .map(String::from)
-    .to_vec();
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_gpu-slicer"))
-            .args(&args)
-            .env_remove("KUBECONFIG")
-            .output()
-            .unwrap();
-        drop(dir);
-        out
-    })
+    common::gpu_slicer_against(
+        api,
+        &[
+            "usage",
+            "--from-cluster",
+            "--policy",
+            "{policy.yaml}",
+            "--output",
+            output,
+        ],
+        &[("policy.yaml", &common::policy_yaml(RULES))],
+    )
     .await
-    .unwrap()
 }
 
 fn stdout(o: &Output) -> String {
@@ -195,4 +189,45 @@ async fn table_csv_and_html() {
         html.contains("<span id=\"gpu-equivalents\">3.071429</span>"),
         "{html}"
     );
+}
+
+/// The HTML page as the finance review sees it: rendered by headless Chromium, self-contained, no
+/// console error, its totals the JSON's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_html_page_renders_in_a_browser_with_the_json_totals() {
+    let api = api().await;
+    let json: Value = serde_json::from_str(&stdout(&usage(&api, "json").await)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("usage.html");
+    std::fs::write(&html, stdout(&usage(&api, "html").await)).unwrap();
+    let dom = common::browser::rendered_dom(&html);
+    let cell = |id: &str| common::browser::cell(&dom, id);
+    let totals = &json["totals"];
+    assert_eq!(
+        cell("gpu-equivalents"),
+        totals["gpuEquivalents"].as_str().unwrap()
+    );
+    let money = |v: &Value| format!("{:.2}", v.as_f64().unwrap());
+    assert_eq!(cell("usd-per-hour"), money(&totals["usdPerHour"]));
+    assert_eq!(
+        cell("usd-per-hour-without-slicing"),
+        money(&totals["usdPerHourWithoutSlicing"])
+    );
+    assert!(dom.contains("<svg"), "chart rendered");
+    // Every namespace has its row, the one named with an escape sequence as text.
+    for ns in ["dra", "ml", "notebooks", "[2Jb"] {
+        assert!(dom.contains(&format!("{ns}</td>")), "{ns}");
+    }
+}
+
+/// docs/proving-savings.md shows `gpu-slicer usage --from-cluster` on the test cluster: it must be what
+/// the command prints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guide_shows_what_usage_prints() {
+    let page = std::fs::read_to_string(common::repo("docs/proving-savings.md")).unwrap();
+    let command = "$ gpu-slicer usage --from-cluster\n";
+    let start = page.find(command).expect("the command is in the guide") + command.len();
+    let shown = &page[start..start + page[start..].find("```").unwrap()];
+    let api = api_with(false).await;
+    assert_eq!(shown, stdout(&usage(&api, "table").await));
 }

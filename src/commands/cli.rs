@@ -872,29 +872,11 @@ fn policy_report_inner(args: &ReportArgs) -> Result<report::Report, String> {
 fn report_inputs_from_cluster(
     args: &ReportArgs,
 ) -> Result<(Vec<report::read::Document>, Policy, NodePoolIndex, String), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    runtime.block_on(async {
-        let client = kubeapi::client(args.kubeconfig.as_deref())
-            .await
-            .map_err(|e| e.to_string())?;
+    on_cluster(args.kubeconfig.as_deref(), |client| async move {
         let cluster = report::cluster::read(&client)
             .await
             .map_err(|e| format!("cannot read the cluster: {e}"))?;
-        let (policy, policy_source) = match &args.policy {
-            Some(path) => (
-                Policy::load(path).map_err(|e| e.to_string())?,
-                path.display().to_string(),
-            ),
-            None => {
-                let loaded = doctor::read::policy_from_configmap(&client)
-                    .await
-                    .map_err(|e| e.why())?;
-                (loaded.policy, loaded.source)
-            }
-        };
+        let (policy, policy_source) = cluster_policy(&client, args.policy.as_deref()).await?;
         let pools = match (&args.nodepools, cluster.pools) {
             (Some(dir), _) => load_pools(Some(dir))?,
             (None, Some(pools)) => pools,
@@ -914,32 +896,53 @@ fn report_inputs_from_cluster(
     })
 }
 
+/// Runs `work` with a client for `kubeconfig` (else the in-cluster or default config) on a
+/// current-thread runtime: the read-only `--from-cluster` commands.
+fn on_cluster<T, F, Fut>(kubeconfig: Option<&Path>, work: F) -> Result<T, String>
+where
+    F: FnOnce(kube::Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        let client = kubeapi::client(kubeconfig)
+            .await
+            .map_err(|e| e.to_string())?;
+        work(client).await
+    })
+}
+
+/// The policy to judge by: `--policy FILE`, else the webhook's ConfigMap; with where it was read.
+async fn cluster_policy(
+    client: &kube::Client,
+    path: Option<&Path>,
+) -> Result<(Policy, String), String> {
+    match path {
+        Some(path) => Ok((
+            Policy::load(path).map_err(|e| e.to_string())?,
+            path.display().to_string(),
+        )),
+        None => {
+            let loaded = doctor::read::policy_from_configmap(client)
+                .await
+                .map_err(|e| e.why())?;
+            Ok((loaded.policy, loaded.source))
+        }
+    }
+}
+
 /// `usage`: exit 0, or 2 when the cluster or the policy cannot be read.
 fn usage(args: UsageArgs) -> ExitCode {
-    let result = (|| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        runtime.block_on(async {
-            let client = kubeapi::client(args.kubeconfig.as_deref())
-                .await
-                .map_err(|e| e.to_string())?;
-            let facts = crate::commands::usage::read(&client)
-                .await
-                .map_err(|e| format!("cannot read the cluster: {e}"))?;
-            let policy = match &args.policy {
-                Some(path) => Policy::load(path).map_err(|e| e.to_string())?,
-                None => {
-                    doctor::read::policy_from_configmap(&client)
-                        .await
-                        .map_err(|e| e.why())?
-                        .policy
-                }
-            };
-            Ok::<_, String>(crate::commands::usage::build(facts, &policy))
-        })
-    })();
+    let result = on_cluster(args.kubeconfig.as_deref(), |client| async move {
+        let facts = crate::commands::usage::read(&client)
+            .await
+            .map_err(|e| format!("cannot read the cluster: {e}"))?;
+        let (policy, _) = cluster_policy(&client, args.policy.as_deref()).await?;
+        Ok(crate::commands::usage::build(facts, &policy))
+    });
     let report = match result {
         Ok(r) => r,
         Err(e) => {
@@ -1114,14 +1117,7 @@ fn plan_command(args: PlanArgs) -> ExitCode {
 /// The planner's inventory from the cluster's GPU workloads (defaults: 4 shared replicas, 512Mi context
 /// overhead; the flags override them as for a file).
 fn inventory_from_cluster(kubeconfig: Option<&Path>) -> Result<plan::Inventory, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let objects = runtime.block_on(async {
-        let client = kubeapi::client(kubeconfig)
-            .await
-            .map_err(|e| e.to_string())?;
+    let objects = on_cluster(kubeconfig, |client| async move {
         plan::cluster::list_workloads(client)
             .await
             .map_err(|e| format!("listing workloads: {e}"))

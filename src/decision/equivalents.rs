@@ -509,6 +509,33 @@ pub fn of_pod(pod: &Pod, units: &Units<'_>) -> Usage {
     Asks::of(pod, units.policy).usage(units)
 }
 
+/// What a pod holds, from its effective request per resource (as the scheduler counts it) and the
+/// gpu-slicer claim templates it names: for readers that keep only those (`doctor`'s pod digest).
+/// Resources that are not GPU ones are ignored.
+pub fn of_requests<'a>(
+    requests: impl IntoIterator<Item = (&'a str, u64)>,
+    templates: impl IntoIterator<Item = &'a str>,
+    units: &Units<'_>,
+) -> Usage {
+    let asks = Asks {
+        containers: vec![ContainerAsk {
+            init: false,
+            sidecar: false,
+            resources: requests
+                .into_iter()
+                .filter(|(key, n)| *n > 0 && is_gpu_resource(key, units.policy))
+                .map(|(key, n)| (Cow::Borrowed(key), n))
+                .collect(),
+        }],
+        templates: templates
+            .into_iter()
+            .filter(|t| t.starts_with(dra::PREFIX))
+            .map(Cow::Borrowed)
+            .collect(),
+    };
+    asks.usage(units)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,11 +42,14 @@ pub struct Row {
     pub budget_gpu_equivalents: Option<Gpus>,
 }
 
-fn decimal<S: serde::Serializer>(g: &Gpus, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn decimal<S: serde::Serializer>(g: &Gpus, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&g.to_string())
 }
 
-fn optional_decimal<S: serde::Serializer>(g: &Option<Gpus>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn optional_decimal<S: serde::Serializer>(
+    g: &Option<Gpus>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match g {
         Some(g) => s.serialize_str(&g.to_string()),
         None => s.serialize_none(),

@@ -112,6 +112,7 @@ pub fn check_with_device_classes(
         let Some((pool, pool_at)) = find_pool(pools, name, &at, &mut report) else {
             continue;
         };
+        super::replicas_check::check(rule, pool, &at, &pool_at, ops, &mut report);
         let mut err = |msg: String| report.errors.push(format!("{at}: {pool_at}: {msg}"));
         for (k, v) in &rule.node_selector {
             match pool.template_labels.get(k) {

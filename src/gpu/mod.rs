@@ -8,3 +8,4 @@ pub mod dra_check;
 pub mod gpu_operator;
 pub mod karpenter;
 pub mod nodepool;
+pub mod replicas_check;

@@ -679,7 +679,8 @@ impl Connection {
             let last = last_request.load(Ordering::Relaxed);
             let wake = match (closing, last) {
                 (Some(since), _) => since + limits.drain_timeout,
-                (None, 0) => opened + limits.header_timeout,
+                // No request yet: closed at the header timeout (or the idle one, if shorter).
+                (None, 0) => opened + limits.header_timeout.min(limits.idle_timeout),
                 (None, ms) => opened + Duration::from_millis(ms - 1) + limits.idle_timeout,
             };
             tokio::select! {

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod admit;
 pub mod browser;
 pub mod dra_allocator;
 pub mod dra_api;
@@ -175,4 +176,73 @@ pub fn gpu_slicer_cli(args: &[&str]) -> std::process::Output {
 /// Output bytes as text, for assertions and their messages.
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs the real binary as `args` with `--kubeconfig` for `api` appended, off the async runtime (the
+/// fake API server keeps serving on it); `files` are written beside the kubeconfig first and their
+/// paths passed as `{name}` in `args` (e.g. `--policy {policy.yaml}`).
+pub async fn gpu_slicer_against(
+    api: &fakeapi::FakeApi,
+    args: &[&str],
+    files: &[(&str, &str)],
+) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig(dir.path());
+    let mut all: Vec<String> = args
+        .iter()
+        .map(|a| {
+            let mut a = a.to_string();
+            for (name, _) in files {
+                let path = dir.path().join(name);
+                a = a.replace(&format!("{{{name}}}"), &path.display().to_string());
+            }
+            a
+        })
+        .collect();
+    for (name, content) in files {
+        std::fs::write(dir.path().join(name), content).unwrap();
+    }
+    all.push("--kubeconfig".into());
+    all.push(kubeconfig.display().to_string());
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpu-slicer"))
+            .args(&all)
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap();
+        drop(dir);
+        out
+    })
+    .await
+    .unwrap()
+}
+
+/// A policy file: the `SlicingPolicy` header, then `rules` (YAML list items indented by two spaces).
+pub fn policy_yaml(rules: &str) -> String {
+    format!("apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec:\n  rules:\n{rules}")
+}
+
+/// The webhook's `App` in cluster mode against `client`'s API server: its Namespace watch attached
+/// (NodePools fixed to `pools`). The caller waits for readiness as its test needs.
+pub fn cluster_app(
+    client: kube::Client,
+    policy: Policy,
+    pools: NodePoolIndex,
+) -> (
+    std::sync::Arc<gpu_slicer::server::App>,
+    std::sync::Arc<gpu_slicer::cluster::Cluster>,
+) {
+    let app = gpu_slicer::server::App::new(
+        gpu_slicer::admission::StaticFacts { policy, pools },
+        gpu_slicer::metrics::Metrics::new(),
+        gpu_slicer::server::Limits::default(),
+    );
+    let cluster = gpu_slicer::cluster::Cluster::start(
+        client,
+        app.pools.clone(),
+        false,
+        app.metrics.cluster.clone(),
+    );
+    app.attach_cluster(cluster.clone());
+    (app, cluster)
 }

@@ -29,6 +29,7 @@ pub const POD_NOT_REWRITTEN: &str = "pod-not-rewritten";
 pub const MIG_CONFIG_FAILED: &str = "mig-config-failed";
 pub const WEBHOOK_NOT_CONFIGURED: &str = "webhook-not-configured";
 pub const POLICY_CLUSTER_MISMATCH: &str = "policy-cluster-mismatch";
+pub use super::budget_checks::NAMESPACE_OVER_BUDGET;
 pub use super::dra_checks::{
     DRA_DEVICE_PLUGIN_OVERLAP, DRA_MIG_POOL_EMPTY, DRA_TEMPLATE_NAME_TAKEN,
 };
@@ -47,6 +48,7 @@ pub const ALL: &[&str] = &[
     DRA_DEVICE_PLUGIN_OVERLAP,
     DRA_MIG_POOL_EMPTY,
     DRA_TEMPLATE_NAME_TAKEN,
+    NAMESPACE_OVER_BUDGET,
 ];
 
 /// The shipped webhook registration: what a healthy one looks like.
@@ -105,6 +107,7 @@ pub fn run_all(s: &ClusterSnapshot, o: &Options) -> Vec<Finding> {
     out.extend(webhook_not_configured(s));
     out.extend(policy_cluster_mismatch(s));
     out.extend(super::dra_checks::run_all(s));
+    out.extend(super::budget_checks::namespace_over_budget(s));
     out
 }
 
@@ -1568,7 +1571,7 @@ mod tests {
 
     #[test]
     fn every_check_id_is_the_contracts() {
-        assert_eq!(ALL.len(), 12);
+        assert_eq!(ALL.len(), 13);
         for id in ALL {
             assert!(
                 id.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'),

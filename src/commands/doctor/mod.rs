@@ -9,6 +9,7 @@
 //!
 //! The check IDs ([`checks::ALL`]) are a contract: scripts and alerts key on them.
 
+pub mod budget_checks;
 pub mod checks;
 pub mod dra_checks;
 pub mod read;

@@ -89,14 +89,16 @@ pub async fn read(
         ),
         None => None,
     };
-    // Only GPU pods matter to the checks: drop the rest as each page arrives.
+    // Only GPU pods (GPU resources, or gpu-slicer claims) matter to the checks: drop the rest as each
+    // page arrives.
     let (pod_api, node_api, ns_api) = (
         Api::<Pod>::all(client.clone()),
         Api::<Node>::all(client.clone()),
         Api::<Namespace>::all(client.clone()),
     );
     let pods = kubeapi::list_pages(&pod_api, "listing pods", |p| {
-        Some(PodInfo::from_pod(p)).filter(|p| !p.gpu_requests.is_empty())
+        Some(PodInfo::from_pod(p))
+            .filter(|p| !p.gpu_requests.is_empty() || !p.claim_templates.is_empty())
     });
     let nodes = kubeapi::list_pages(&node_api, "listing nodes", |n| Some(NodeInfo::from_node(n)));
     let namespaces = kubeapi::list_pages(&ns_api, "listing namespaces", |ns| {

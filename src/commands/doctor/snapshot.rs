@@ -130,6 +130,10 @@ pub struct PodInfo {
     pub tolerations: Vec<Toleration>,
     /// The controlling owner: kind and name.
     pub owner: Option<(String, String)>,
+    /// Has a `deletionTimestamp`: its GPUs are being freed.
+    pub deleting: bool,
+    /// The gpu-slicer ResourceClaimTemplates its pod-level claims name (`gpu-slicer-...`).
+    pub claim_templates: Vec<String>,
 }
 
 impl PodInfo {
@@ -184,7 +188,16 @@ impl PodInfo {
             .into_iter()
             .find(|o| o.controller == Some(true))
             .map(|o| (o.kind, o.name));
+        let claim_templates = spec
+            .resource_claims
+            .iter()
+            .flatten()
+            .filter_map(|c| c.resource_claim_template_name.clone())
+            .filter(|t| t.starts_with(crate::dra::PREFIX))
+            .collect();
         PodInfo {
+            deleting: meta.deletion_timestamp.is_some(),
+            claim_templates,
             namespace: meta.namespace.unwrap_or_default(),
             name: meta.name.unwrap_or_default(),
             phase: pod.status.and_then(|s| s.phase).unwrap_or_default(),

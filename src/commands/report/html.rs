@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Report, RowOutcome};
+use super::{BudgetOutcome, Report, RowOutcome};
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -22,7 +22,7 @@ fn color(outcome: RowOutcome) -> &'static str {
 }
 
 /// The page. Totals carry ids (`total-rewrite`, `total-deny`, `total-unchanged`, `total-passthrough`,
-/// `gpus-whole-before`, `gpus-whole-after`) so tests can read them back.
+/// `gpus-whole-before`, `gpus-whole-after`, `total-over-budget`) so tests can read them back.
 pub fn render(report: &Report, title: &str) -> String {
     let t = &report.totals;
     let all = report.rows.len().max(1) as f64;
@@ -92,7 +92,7 @@ pub fn render(report: &Report, title: &str) -> String {
         }
         let _ = writeln!(
             rows,
-            "<tr><td>{}</td><td>{}</td><td class=n>{}</td><td>{}</td><td>{}</td><td><span class=\"o {}\">{}</span></td><td>{what}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td class=n>{}</td><td>{}</td><td>{}</td><td><span class=\"o {}\">{}</span></td><td class=n>{}</td><td class=\"b {}\">{}</td><td>{what}</td></tr>",
             esc(&r.namespace),
             esc(&r.workload()),
             r.replicas
@@ -101,6 +101,13 @@ pub fn render(report: &Report, title: &str) -> String {
             r.mode.as_str(),
             r.outcome.as_str(),
             r.outcome.as_str(),
+            r.gpu_equivalents
+                .map_or_else(|| "-".into(), |g| g.to_string()),
+            match r.budget.outcome {
+                BudgetOutcome::Over => "over",
+                _ => "ok",
+            },
+            esc(&r.budget.cell(r.pods())),
         );
     }
 
@@ -144,6 +151,7 @@ td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
 .o.unchanged {{ background: #9aa3ad; }}
 .o.passthrough {{ background: #d4d9de; color: #1d2329; }}
 .msg {{ color: #b3261e; }}
+.b.over {{ color: #b3261e; font-weight: 600; }}
 th.n {{ text-align: right; }}
 </style>
 </head>
@@ -152,8 +160,8 @@ th.n {{ text-align: right; }}
 <p>{title}</p>
 <p class="big">{workloads} GPU workloads: {rewrite} would be rewritten, {deny} denied at their next rollout</p>
 <table class="totals">
-<tr><th>rewrite</th><th>deny</th><th>unchanged</th><th>passthrough</th><th>without GPUs</th></tr>
-<tr><td id="total-rewrite">{rewrite}</td><td id="total-deny">{deny}</td><td id="total-unchanged">{unchanged}</td><td id="total-passthrough">{passthrough}</td><td>{without}</td></tr>
+<tr><th>rewrite</th><th>deny</th><th>unchanged</th><th>passthrough</th><th>without GPUs</th><th>over budget</th></tr>
+<tr><td id="total-rewrite">{rewrite}</td><td id="total-deny">{deny}</td><td id="total-unchanged">{unchanged}</td><td id="total-passthrough">{passthrough}</td><td>{without}</td><td id="total-over-budget">{over_budget}</td></tr>
 </table>
 {bar_svg}
 <h2>GPUs of the rewritten workloads</h2>
@@ -167,12 +175,13 @@ th.n {{ text-align: right; }}
 {rules}</table>
 <h2>Workloads</h2>
 <table>
-<tr><th>namespace</th><th>workload</th><th class=n>replicas</th><th>rule</th><th>mode</th><th>outcome</th><th>what changes</th></tr>
+<tr><th>namespace</th><th>workload</th><th class=n>replicas</th><th>rule</th><th>mode</th><th>outcome</th><th class=n>GPU-equivalents</th><th>budget</th><th>what changes</th></tr>
 {rows}</table>
 {skipped}<h2>How to read it</h2>
 <ul>
 <li>Each row is what the policy in <b>enforce</b> mode would do to the workload's pods when they are next created (a rollout, a restart, a scale-up); the mode column says whether the rule enforces today or only warns (audit).</li>
 <li>GPUs count every replica; a DaemonSet counts one pod (it runs one per node). A pod holds the larger of its containers' sum and its largest init container.</li>
+<li>GPU-equivalents: one is one whole GPU; a slice counts its share of its GPU, a shared replica 1/replicas. Where the rule sets <code>budget.gpuEquivalents</code>, each namespace is filled as an empty one would be, workload by workload in the order shown: <b>over</b> means some of its pods would be denied at admission (the figure is what the namespace holds / its budget).</li>
 <li>A denied workload keeps running until its pods are recreated; fix it (or exempt its namespace) before switching its rule to enforce.</li>
 </ul>
 </body>
@@ -185,6 +194,7 @@ th.n {{ text-align: right; }}
         unchanged = t.unchanged,
         passthrough = t.passthrough,
         without = report.without_gpus,
+        over_budget = report.over_budget,
         whole_before = g.whole_before,
         whole_after = g.whole_after,
     )

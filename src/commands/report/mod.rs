@@ -6,6 +6,7 @@
 //! whatever the rule's mode, with the mode beside it: the report is what a platform team reads before
 //! switching a rule from audit to enforce.
 
+pub mod budget;
 pub mod cluster;
 pub mod html;
 pub mod read;
@@ -20,7 +21,9 @@ use crate::nodepool::NodePoolIndex;
 use crate::pod::Pod;
 use crate::policy::{Mode, Policy, WHOLE_GPU};
 use crate::quantity;
+use crate::spend::optional_decimal;
 
+pub use budget::{BudgetOutcome, RowBudget};
 pub use read::Workload;
 
 /// What enforce would do to a workload's pods.
@@ -84,6 +87,21 @@ pub struct Row {
     pub gpus_before: u64,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub gpus_after: BTreeMap<String, u64>,
+    /// GPU-equivalents one pod holds once admitted (after the rewrite); absent where the pod is
+    /// denied or the policy passes it through.
+    #[serde(
+        serialize_with = "optional_decimal",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub gpu_equivalents_per_pod: Option<crate::equivalents::Gpus>,
+    /// The same over every pod of the workload (a DaemonSet counts one).
+    #[serde(
+        serialize_with = "optional_decimal",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub gpu_equivalents: Option<crate::equivalents::Gpus>,
+    /// Whether the workload's pods fit its namespace's budget ([`budget`]).
+    pub budget: RowBudget,
     /// Where the workload was read from.
     pub origin: String,
 }
@@ -95,7 +113,7 @@ impl Row {
     }
 
     /// Pods the totals count: replicas, and one for a DaemonSet (per node).
-    fn pods(&self) -> u64 {
+    pub fn pods(&self) -> u64 {
         self.replicas.unwrap_or(1)
     }
 }
@@ -161,6 +179,8 @@ pub struct Report {
     /// Workloads by rule (`(defaultAction)` for the policy's default) and outcome.
     pub by_rule: BTreeMap<String, Counts>,
     pub gpus: Gpus,
+    /// Workloads whose pods would not all fit their namespace's budget.
+    pub over_budget: u64,
     /// Workloads read whose pods ask for no GPU (not shown).
     pub without_gpus: u64,
     /// Objects that could not be used, with why.
@@ -247,6 +267,9 @@ pub fn build(
             } else {
                 BTreeMap::new()
             },
+            gpu_equivalents_per_pod: decision.usage.map(|u| u.held),
+            gpu_equivalents: None,
+            budget: RowBudget::default(),
             namespace: w.namespace,
             kind: w.kind,
             name: w.name,
@@ -255,6 +278,7 @@ pub fn build(
         });
     }
     rows.sort_by(|a, b| (&a.namespace, &a.kind, &a.name).cmp(&(&b.namespace, &b.kind, &b.name)));
+    let over_budget = budget::fill(&mut rows, policy);
 
     let mut totals = Counts::default();
     let mut by_rule: BTreeMap<String, Counts> = BTreeMap::new();
@@ -286,6 +310,7 @@ pub fn build(
         totals,
         by_rule,
         gpus,
+        over_budget,
         without_gpus,
         skipped,
     }
@@ -350,13 +375,15 @@ fn gpus_of(record: &Record) -> (u64, BTreeMap<String, u64>) {
 pub fn table(report: &Report) -> String {
     use crate::commands::terminal::escape_controls;
     use std::fmt::Write as _;
-    let mut rows: Vec<[String; 7]> = vec![[
+    let mut rows: Vec<[String; 9]> = vec![[
         "NAMESPACE".into(),
         "WORKLOAD".into(),
         "REPLICAS".into(),
         "RULE".into(),
         "MODE".into(),
         "OUTCOME".into(),
+        "GPU-EQ".into(),
+        "BUDGET".into(),
         "CHANGES".into(),
     ]];
     for r in &report.rows {
@@ -381,12 +408,15 @@ pub fn table(report: &Report) -> String {
                 r.rule.clone().unwrap_or_else(|| "(defaultAction)".into()),
                 r.mode.as_str().into(),
                 r.outcome.as_str().into(),
+                r.gpu_equivalents
+                    .map_or_else(|| "-".into(), |g| g.to_string()),
+                r.budget.cell(r.pods()),
                 what,
             ]
             .map(|cell| escape_controls(&cell).into_owned()),
         );
     }
-    let mut widths = [0usize; 6];
+    let mut widths = [0usize; 8];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row.iter()) {
             *w = (*w).max(cell.chars().count());
@@ -398,7 +428,7 @@ pub fn table(report: &Report) -> String {
         for (w, cell) in widths.iter().zip(row.iter()) {
             let _ = write!(line, "{cell:<w$}  ");
         }
-        line.push_str(&row[6]);
+        line.push_str(&row[8]);
         let _ = writeln!(out, "{}", line.trim_end());
     }
     let _ = writeln!(out);
@@ -422,6 +452,13 @@ pub fn table(report: &Report) -> String {
             c.deny,
             c.unchanged,
             c.passthrough
+        );
+    }
+    if report.over_budget > 0 {
+        let _ = writeln!(
+            out,
+            "{} workload(s) over their namespace's GPU budget: their extra pods would be denied (filled in the order above)",
+            report.over_budget
         );
     }
     let g = &report.gpus;

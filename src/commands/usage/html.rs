@@ -28,7 +28,7 @@ fn chart(u: &Usage) -> String {
     let (row_h, width, label_w) = (34.0, 640.0, 160.0);
     let height = row_h * u.namespaces.len() as f64 + 30.0;
     let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" role=\"img\" aria-label=\"cost per namespace\" width=\"{width}\" height=\"{height}\">"
+        "<svg role=\"img\" aria-label=\"cost per namespace\" width=\"{width}\" height=\"{height}\">"
     );
     for (i, r) in u.namespaces.iter().enumerate() {
         let y = i as f64 * row_h + 4.0;
