@@ -34,6 +34,15 @@ const EXCLUSIVE: &str =
     "{name: r, namespaces: [ns], action: exclusive, backend: dra, maxPerContainer: 2, nodePool: p}";
 const MIG: &str = "{name: r, namespaces: [ns], action: mig, backend: dra, mig: {profile: 1g.10gb, allowedProfiles: [1g.10gb, 2g.20gb, 3g.40gb]}, nodePool: p}";
 
+/// The template a time-sliced pod gets under a `timeslice` DRA rule in `mode`.
+fn timeslice_template(mode: ConsumableShares) -> Value {
+    let r = rule(
+        mode,
+        "{name: r, action: timeslice, backend: dra, nodePool: p}",
+    );
+    object(&dra::template_for(&r, None, 1, None).unwrap())
+}
+
 fn object(t: &Template) -> Value {
     t.object("ns", "r")
 }
@@ -78,18 +87,7 @@ fn an_exclusive_claim_never_lands_on_a_gpu_that_time_sliced_claims_use() {
     // requests no capacity consumes requestPolicy.default (1 share) and would fit; gpu-slicer's
     // exclusive claim asks for all 4 shares, so it goes to gpu-1 and then finds nothing.
     let mode = Shares(4);
-    let shared = object(
-        &dra::template_for(
-            &rule(
-                mode,
-                "{name: r, action: timeslice, backend: dra, nodePool: p}",
-            ),
-            None,
-            1,
-            None,
-        )
-        .unwrap(),
-    );
+    let shared = timeslice_template(mode);
     let exclusive = object(&dra::template_for(&rule(mode, EXCLUSIVE), None, 1, None).unwrap());
     let mut node = Allocator::new(vec![apply_mode(full_gpu("gpu-0", 81559), mode)]);
     for _ in 0..3 {
@@ -260,18 +258,7 @@ fn with_the_consumable_capacity_gate_off_every_claim_holds_its_device_alone() {
     // device goes to one claim. Exclusive and MIG stay exclusive; a time-sliced claim holds a whole
     // GPU (no sharing, and no oversubscription either).
     let mode = Shares(4);
-    let shared = object(
-        &dra::template_for(
-            &rule(
-                mode,
-                "{name: r, action: timeslice, backend: dra, nodePool: p}",
-            ),
-            None,
-            1,
-            None,
-        )
-        .unwrap(),
-    );
+    let shared = timeslice_template(mode);
     let mut node = Allocator::gate_off(two_gpus(mode));
     assert!(node.allocate(&shared).is_some());
     assert!(node.allocate(&shared).is_some());

@@ -7,17 +7,22 @@ mod common;
 use common::*;
 use serde_json::json;
 
-#[test]
-fn requests_that_differ_from_limits_are_denied_not_made_equal() {
-    let mut p = pod(vec![container("main", &[("nvidia.com/gpu", "1")], false)]);
-    p["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] = json!("2");
-    let (d, _) = run(
-        &p,
+/// The engine under the shipped policy and NodePools, in namespace ml-inference (a `mig` rule).
+fn in_ml_inference(p: &serde_json::Value) -> (gpu_slicer::engine::Decision, serde_json::Value) {
+    run(
+        p,
         "ml-inference",
         &labels(&[]),
         &example_policy(),
         &shipped_pools(),
-    );
+    )
+}
+
+#[test]
+fn requests_that_differ_from_limits_are_denied_not_made_equal() {
+    let mut p = pod(vec![container("main", &[("nvidia.com/gpu", "1")], false)]);
+    p["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] = json!("2");
+    let (d, _) = in_ml_inference(&p);
     let msg = d.denied.expect("denied");
     assert!(
         msg.contains("container \"main\": nvidia.com/gpu requests 2 differ from its limits 1"),
@@ -25,13 +30,7 @@ fn requests_that_differ_from_limits_are_denied_not_made_equal() {
     );
     // Equal quantities written differently are equal.
     p["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] = json!(1);
-    let (d, _) = run(
-        &p,
-        "ml-inference",
-        &labels(&[]),
-        &example_policy(),
-        &shipped_pools(),
-    );
+    let (d, _) = in_ml_inference(&p);
     assert!(d.allowed(), "{:?}", d.denied);
 }
 

@@ -32,7 +32,8 @@ pub struct AuditLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
-    /// bad_json | not_a_review | not_a_pod | too_large | timeout | read_error
+    /// bad_json | not_a_review | not_a_pod | too_large | timeout | read_error | overloaded (503: the
+    /// request-body memory budget had no room)
     pub reason: &'static str,
 }
 
@@ -87,7 +88,7 @@ impl Metrics {
         let bad_requests = Family::<ErrorLabels, Counter>::default();
         registry.register(
             "bad_requests",
-            "Requests answered with a 4xx, by reason",
+            "Requests answered with a 4xx, or a 503 when the body budget had no room, by reason",
             bad_requests.clone(),
         );
         // Seconds as floats from 25 us: a sub-millisecond webhook must not read as 0.
