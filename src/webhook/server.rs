@@ -3,7 +3,7 @@
 //! - TCP_NODELAY; a TLS handshake timeout and an HTTP/1 header-read timeout, so idle scanners and slow
 //!   clients cannot hold connections; a body size limit and a body read timeout.
 //! - Memory: request bodies are reserved against a per-connection, per-address and process-wide byte
-//!   budget ([`crate::webhook::budget`]) as they arrive; one address holds at most
+//!   budget ([`crate::webhook::body_budget`]) as they arrive; one address holds at most
 //!   [`Limits::max_connections_per_peer`] connections; HTTP/2 streams per connection are capped and
 //!   connections that carry no request for [`Limits::idle_timeout`] are closed (HTTP/2 GOAWAY).
 //! - SIGTERM (or any shutdown future) stops accepting, lets in-flight requests finish, and closes
@@ -35,7 +35,7 @@ use crate::cluster::{Cluster, Lookup};
 use crate::metrics::{AdmissionLabels, AuditLabels, ErrorLabels, Metrics};
 use crate::nodepool::NodePoolIndex;
 use crate::policy::Policy;
-use crate::webhook::budget::{BodyBudget, BudgetLimits, ConnectionBudget, Exhausted, Held};
+use crate::webhook::body_budget::{BodyBudget, BudgetLimits, ConnectionBudget, Exhausted, Held};
 
 /// Limits that keep one client from hurting the others.
 #[derive(Debug, Clone)]

@@ -109,7 +109,8 @@ impl BodyBudget {
     }
 
     /// Body bytes held now, across every connection.
-    pub fn in_flight(&self) -> usize {
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
         self.process.used.load(Ordering::Acquire)
     }
 
