@@ -239,17 +239,8 @@ fn committed_node_overlays_are_what_the_generator_makes() {
 
 #[test]
 fn the_network_policy_admits_only_the_webhook_port_from_listed_sources() {
-    let out = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(repo("manifests/webhook/components/network-policy"))
-        .output()
-        .expect("kubectl must be installed");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let np: Value = serde_norway::from_slice(&out.stdout).unwrap();
+    let rendered = kustomize("manifests/webhook/components/network-policy");
+    let np = &rendered[0];
     assert_eq!(np["kind"], "NetworkPolicy");
     assert_eq!(np["spec"]["policyTypes"], serde_json::json!(["Ingress"]));
     // It selects exactly the webhook's pods.

@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use common::repo;
+use common::{kustomize, repo};
 use gpu_slicer::cluster::{LookupLabel, ResourceLabel};
 use gpu_slicer::metrics::{AdmissionLabels, AuditLabels, ErrorLabels};
 use serde_json::{Value, json};
@@ -522,17 +522,7 @@ fn the_dashboard_has_its_panels_variables_and_data_source() {
 
 #[test]
 fn the_dashboard_config_map_is_the_json_file() {
-    let out = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(repo("manifests/monitoring"))
-        .output()
-        .expect("kubectl must be installed (it renders the kustomization)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rendered = gpu_slicer::yaml::documents(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let rendered = kustomize("manifests/monitoring");
     let kinds: BTreeSet<&str> = rendered
         .iter()
         .map(|o| o["kind"].as_str().unwrap())

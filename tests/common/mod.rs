@@ -42,6 +42,21 @@ pub fn tls_connector(
     tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
 }
 
+/// `kubectl kustomize` of a folder under the repo: its documents, or a panic with kubectl's error.
+pub fn kustomize(dir: &str) -> Vec<Value> {
+    let out = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(repo(dir))
+        .output()
+        .expect("kubectl must be installed (it renders the kustomizations)");
+    assert!(
+        out.status.success(),
+        "{dir}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    gpu_slicer::yaml::documents(&String::from_utf8_lossy(&out.stdout)).expect("kustomize output")
+}
+
 pub fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
 }
