@@ -225,7 +225,7 @@ const CASES: &[(&str, &[&str])] = &[
             "policy",
             "report",
             "-f",
-            "docs/examples/inference-pod.yaml",
+            "tests/data/golden/inputs/pod-without-namespace.yaml",
             "-n",
             "ml-inference-dra",
             "--policy",
