@@ -25,12 +25,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use dra_api::Fake;
-use gpu_slicer::admission::StaticFacts;
-use gpu_slicer::cluster::claim_templates::{self, OWNER_ANNOTATION};
-use gpu_slicer::metrics::Metrics;
-use gpu_slicer::nodepool::NodePoolIndex;
-use gpu_slicer::policy::Policy;
-use gpu_slicer::server::{App, Limits};
+use gpu_slicer::controller::{self, OWNER_ANNOTATION};
+use gpu_slicer::webhook::admission::StaticFacts;
+use gpu_slicer::webhook::metrics::Metrics;
+use gpu_slicer::webhook::server::{App, Limits};
+use gpu_slicer_core::nodepool::NodePoolIndex;
+use gpu_slicer_core::policy::Policy;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::json;
@@ -68,7 +68,7 @@ fn populate(fake: &Fake, policy: &Policy, n: usize) -> usize {
     for i in 0..n {
         let name = format!("infer-{i:05}");
         fake.set_namespace(&name, json!({}));
-        for mut t in claim_templates::desired(policy, &namespace(&name)) {
+        for mut t in controller::desired(policy, &namespace(&name)) {
             t["metadata"]["annotations"][OWNER_ANNOTATION.0] = json!(OWNER_ANNOTATION.1);
             t["metadata"]["uid"] = json!(format!("uid-{name}-{templates}"));
             fake.put_template(&name, t);
@@ -138,7 +138,7 @@ async fn run(n: usize, every: Duration) -> Result<(), String> {
     );
 
     let started = Instant::now();
-    let controller = claim_templates::spawn_when_needed(client, app.clone(), every);
+    let controller = controller::spawn_when_needed(client, app.clone(), every);
     let per_namespace = |f: &Fake| {
         requests(f)
             .get("GET list templates (namespace)")

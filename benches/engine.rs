@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use gpu_slicer::admission::{self, StaticFacts};
-use gpu_slicer::engine::{self, Namespace};
-use gpu_slicer::nodepool::NodePoolIndex;
-use gpu_slicer::pod::Pod;
-use gpu_slicer::policy::Policy;
+use gpu_slicer::webhook::admission::{self, StaticFacts};
+use gpu_slicer_core::engine::{self, Namespace};
+use gpu_slicer_core::nodepool::NodePoolIndex;
+use gpu_slicer_core::pod::Pod;
+use gpu_slicer_core::policy::Policy;
 use serde_json::{Value, json};
 
 const REVIEW: &str =
@@ -20,7 +20,7 @@ const REVIEW: &str =
 const CONTRACT_POLICY: &str = include_str!("../tests/data/policies/contract.yaml");
 
 fn pools() -> NodePoolIndex {
-    NodePoolIndex::from_dir(std::path::Path::new(concat!(
+    gpu_slicer::input::nodepools(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/manifests/karpenter"
     )))
@@ -70,7 +70,7 @@ fn big_policy() -> Policy {
 }
 
 fn bench(c: &mut Criterion) {
-    let policy = Policy::example();
+    let policy = gpu_slicer::policy_source::example();
     let pools = pools();
     let typical: Pod = serde_json::from_value(review_pod()).unwrap();
     let wide = wide_pod();

@@ -9,11 +9,10 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::routing::{get, post};
-use gpu_slicer::admission::{self, StaticFacts};
-use gpu_slicer::nodepool::NodePoolIndex;
-use gpu_slicer::policy::Policy;
-use gpu_slicer::server::{self, Bound, Limits};
-use gpu_slicer::tls;
+use gpu_slicer::webhook::admission::{self, StaticFacts};
+use gpu_slicer::webhook::server::{self, Bound, Limits};
+use gpu_slicer::webhook::tls;
+use gpu_slicer_core::nodepool::NodePoolIndex;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,7 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The precomputed answer: what the webhook answers to this very review.
     let body = std::fs::read(review)?;
     let facts = StaticFacts {
-        policy: Policy::example(),
+        policy: gpu_slicer::policy_source::example(),
         pools: NodePoolIndex::default(),
     };
     let answer = Bytes::from(admission::review(&body, &facts)?.body);

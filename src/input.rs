@@ -7,6 +7,11 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
+use gpu_slicer_core::check::dra_driver::DriverValues;
+use gpu_slicer_core::gpu_operator::{ConfigError, GpuOperatorConfigs};
+use gpu_slicer_core::nodepool::{NodePoolError, NodePoolIndex};
+use gpu_slicer_core::yaml;
+
 /// The most bytes one input (a file, or stdin) may hold: 64 MiB, far above any manifest set
 /// (`kubectl get -o yaml` of thousands of workloads is a few MiB) and far below a node's memory.
 pub const MAX_INPUT_BYTES: u64 = 64 * 1024 * 1024;
@@ -118,4 +123,51 @@ mod tests {
             io::ErrorKind::InvalidData
         );
     }
+}
+
+/// Every document of every `*.yaml` / `*.yml` file directly in `dir`, sorted by file name, with the
+/// file each came from (each read through [`read_text`], so capped in size). Errors are
+/// `(path, message)`.
+pub fn documents_in_dir(dir: &Path) -> Result<Vec<(String, serde_json::Value)>, (String, String)> {
+    let shown = dir.display().to_string();
+    let entries = std::fs::read_dir(dir).map_err(|e| (shown.clone(), e.to_string()))?;
+    let mut files: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        let path = file.display().to_string();
+        let text = read_text(&file).map_err(|e| (path.clone(), e.to_string()))?;
+        for doc in yaml::documents(&text).map_err(|e| (path.clone(), e))? {
+            out.push((path.clone(), doc));
+        }
+    }
+    Ok(out)
+}
+
+/// Every NodePool in the YAML files (`*.yaml`, `*.yml`, multi-document) of a directory; other kinds
+/// are skipped.
+pub fn nodepools(dir: &Path) -> Result<NodePoolIndex, NodePoolError> {
+    let docs =
+        documents_in_dir(dir).map_err(|(path, message)| NodePoolError::Load { path, message })?;
+    NodePoolIndex::from_documents(docs)
+}
+
+/// The GPU Operator ConfigMaps (and ClusterPolicy or Helm values) in the YAML files of `dir`,
+/// recognised by content.
+pub fn gpu_operator_configs(dir: &Path) -> Result<GpuOperatorConfigs, ConfigError> {
+    let docs = documents_in_dir(dir).map_err(|(path, message)| ConfigError { path, message })?;
+    GpuOperatorConfigs::from_documents(docs)
+}
+
+/// A Helm values file of the NVIDIA DRA driver's chart.
+pub fn driver_values(path: &Path) -> Result<DriverValues, String> {
+    let source = path.display().to_string();
+    let text = read_text(path).map_err(|e| format!("{source}: {e}"))?;
+    DriverValues::from_text(&text, source)
 }

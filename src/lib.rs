@@ -2,43 +2,37 @@
 //! (`nvidia.com/gpu`) into what the namespace's policy says — a MIG slice, a time-sliced or MPS replica,
 //! a whole GPU, a DRA claim, or a denial — and routes the pod to the right Karpenter NodePool.
 //!
-//! The source is grouped by what a newcomer looks for; each group holds one module per concept:
-//! - [`decision`]: the pure core. [`policy`] (the file, validation, rule matching), [`engine`] (pod +
-//!   namespace + policy + NodePools -> patch, warnings, audit record), [`mode`] (audit mode), [`pod`]
-//!   (the view of a Pod the engine reads), [`claims`] (a pod's own DRA claims), [`dra_sharing`] (the
-//!   DRA driver's sharing modes), [`equivalents`] (GPU-equivalents), [`budget`], [`spend`], [`audit`]
-//!   (the audit trail), [`quantity`].
-//! - [`webhook`]: the transport. [`admission`] (the AdmissionReview envelope), [`server`] and [`tls`]
-//!   (HTTPS, certificates, shutdown), [`webhook::body_budget`] (request-body memory),
-//!   [`webhook::gpu_budget`] (GPU budgets at admission), [`reload`] (live policy reload), [`metrics`].
-//! - [`cluster`]: reading the cluster. [`cluster::kubeapi`] (client, paginated lists, missing CRDs:
-//!   the one place every reader uses), [`cluster::watch`] (the webhook's reflectors),
-//!   [`cluster::claims`] (a pod's own claims read), [`cluster::pod_watch`] and [`cluster::usage`] (the
-//!   usage index behind budgets), and
-//!   [`cluster::claim_templates`] (the controller that keeps DRA ResourceClaimTemplates).
-//! - [`gpu`]: GPU and Karpenter knowledge. [`catalog`] (GPU models, MIG profiles, EKS instance types),
-//!   [`nodepool`], [`karpenter`] (NodeOverlays), [`gpu_operator`] (mig-parted and device plugin
-//!   configs), [`dra`] (the DRA backend's templates and DeviceClasses), [`check`] (`policy check`,
-//!   with [`dra_check`] and [`gpu::replicas_check`]).
-//! - [`commands`]: what runs on top. [`cli`], [`plan`] (the cost planner), [`doctor`], [`report`]
-//!   (`policy report`), [`commands::usage`] (`gpu-slicer usage`).
+//! What decides lives in the pure core crate, [`gpu_slicer_core`] (policy, engine, GPU facts); this
+//! crate brings it input and runs it: files, the cluster, HTTPS, the clock. Its modules, lowest first;
+//! each imports only modules above it in this list (and the core):
+//! - [`input`] (every offline input, capped in size and from regular files only) and [`terminal`]
+//!   (the commands' terminal output).
+//! - [`cluster`]: reading the cluster: the client, paginated lists, the webhook's watches, a pod's own
+//!   claims, the usage index behind budgets, the workloads of a cluster.
+//! - [`policy_source`]: where the policy comes from (file, ConfigMap, embedded example).
+//! - [`controller`]: the controller that keeps the DRA backend's ResourceClaimTemplates.
+//! - [`webhook`]: the admission server: the AdmissionReview envelope, HTTPS and certificates, body and
+//!   GPU budgets, metrics, the audit log.
+//! - The subsystems the commands run, peers that do not import each other: [`planner`] (the cost
+//!   planner), [`doctor`], [`report`] (`policy report`), [`usage`] (`gpu-slicer usage`).
+//! - [`cli`]: the clap definitions and one small file per command.
 //!
-//! - [`yaml`] and [`input`]: reading Kubernetes YAML, and every offline input, capped in size
-//!   ([`input::MAX_INPUT_BYTES`]) and from regular files only.
-//!
-//! Each module is also re-exported at the crate root (`gpu_slicer::engine`, ...), so paths stay short.
+//! `tests/walls.rs` holds these lines: it fails on an import against this order.
+
+pub mod input;
+pub mod terminal;
 
 pub mod cluster;
-pub mod commands;
-pub mod decision;
-pub mod gpu;
-pub mod input;
-pub mod webhook;
-pub mod yaml;
 
-pub use commands::{cli, doctor, plan, report};
-pub use decision::{
-    audit, budget, claims, dra_sharing, engine, equivalents, mode, pod, policy, quantity, spend,
-};
-pub use gpu::{catalog, check, dra, dra_check, gpu_operator, karpenter, nodepool};
-pub use webhook::{admission, metrics, reload, server, tls};
+pub mod policy_source;
+
+pub mod controller;
+
+pub mod webhook;
+
+pub mod doctor;
+pub mod planner;
+pub mod report;
+pub mod usage;
+
+pub mod cli;

@@ -4,11 +4,11 @@
 mod common;
 
 use common::*;
-use gpu_slicer::audit::Outcome;
-use gpu_slicer::engine::{Decision, MAX_WARNING_LEN};
-use gpu_slicer::mode;
-use gpu_slicer::nodepool::NodePoolIndex;
-use gpu_slicer::policy::{Mode, Policy};
+use gpu_slicer_core::audit::Outcome;
+use gpu_slicer_core::engine::mode;
+use gpu_slicer_core::engine::{Decision, MAX_WARNING_LEN};
+use gpu_slicer_core::nodepool::NodePoolIndex;
+use gpu_slicer_core::policy::{Mode, Policy};
 use serde_json::Value;
 
 /// The contract policy with `spec.mode` (and, optionally, one rule's `mode`) set.
@@ -274,7 +274,7 @@ fn mutate_mode_enforce_overrides_an_audit_policy() {
 
 #[test]
 fn the_audit_log_line_carries_the_would_outcome() {
-    use gpu_slicer::admission::{StaticFacts, review as answer_review};
+    use gpu_slicer::webhook::admission::{StaticFacts, review as answer_review};
     let facts = StaticFacts {
         policy: contract_in("audit", None),
         pools: NodePoolIndex::default(),
@@ -291,7 +291,7 @@ fn the_audit_log_line_carries_the_would_outcome() {
 #[test]
 fn policy_check_notes_the_rules_still_in_audit() {
     let policy = contract_in("enforce", Some(("sandbox", "audit")));
-    let report = gpu_slicer::check::check(&policy, "p.yaml", None, None);
+    let report = gpu_slicer_core::check::check(&policy, "p.yaml", None, None);
     assert!(
         report
             .notes
@@ -307,7 +307,7 @@ fn policy_check_notes_the_rules_still_in_audit() {
 /// warning: audit mode never denies.
 #[test]
 fn unreadable_namespace_labels_are_a_would_deny_in_audit() {
-    use gpu_slicer::admission::{Labels, parse};
+    use gpu_slicer::webhook::admission::{Labels, parse};
     let body = serde_json::to_vec(&review("ml-inference-embedder-0-create")).unwrap();
     let pools = NodePoolIndex::default();
     let answer = |policy: &Policy| {

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use common::admit::{self, H2, call, gpu_pod, message, review};
 use common::fakeapi::FakeApi;
-use gpu_slicer::nodepool::{NodePool, NodePoolIndex};
-use gpu_slicer::policy::Policy;
-use gpu_slicer::server::{self, App, Bound, Limits};
-use gpu_slicer::tls;
+use gpu_slicer::webhook::server::{self, App, Bound, Limits};
+use gpu_slicer::webhook::tls;
+use gpu_slicer_core::nodepool::{NodePool, NodePoolIndex};
+use gpu_slicer_core::policy::Policy;
 use serde_json::{Value, json};
 use tokio_rustls::TlsConnector;
 
@@ -204,8 +204,7 @@ async fn a_full_namespace_denies_the_next_pod_and_a_deleted_pod_frees_room() {
     w.api.delete(PODS, "one");
     let index = w.app.usage_index().unwrap().clone();
     w.until("the deleted pod is gone from the index", || {
-        index.holding("team-a", std::time::Instant::now()).pods
-            == gpu_slicer::equivalents::Gpus::ONE
+        index.holding("team-a", std::time::Instant::now()).pods == gpu_slicer_core::gpus::Gpus::ONE
     })
     .await;
     let allowed = w.admit("team-a", "1", 2).await;
@@ -218,9 +217,9 @@ async fn a_full_namespace_denies_the_next_pod_and_a_deleted_pod_frees_room() {
     w.api.upsert(PODS, gpu_pod("team-a", "three", "1"));
     w.until("the new pod is counted", || {
         index.holding("team-a", std::time::Instant::now())
-            == gpu_slicer::budget::Holding {
-                pods: gpu_slicer::equivalents::Gpus::whole(2),
-                in_flight: gpu_slicer::equivalents::Gpus::ZERO,
+            == gpu_slicer_core::budget::Holding {
+                pods: gpu_slicer_core::gpus::Gpus::whole(2),
+                in_flight: gpu_slicer_core::gpus::Gpus::ZERO,
             }
     })
     .await;
@@ -264,7 +263,7 @@ async fn a_burst_of_fifty_concurrent_creates_ends_at_or_under_the_budget() {
         .unwrap()
         .holding("burst", std::time::Instant::now())
         .total();
-    assert_eq!(held, gpu_slicer::equivalents::Gpus::whole(3));
+    assert_eq!(held, gpu_slicer_core::gpus::Gpus::whole(3));
 }
 
 /// A pod as the API server stores it once a replica admitted it: the rewritten 1g.10gb slice.

@@ -169,7 +169,7 @@ fn certs_writes_a_ca_and_a_serving_pair_for_the_service() {
     }
     let cert = std::fs::read(dir.path().join("tls.crt")).unwrap();
     let key = std::fs::read(dir.path().join("tls.key")).unwrap();
-    gpu_slicer::tls::certified_key(&cert, &key, "tls.crt").expect("the pair fits");
+    gpu_slicer::webhook::tls::certified_key(&cert, &key, "tls.crt").expect("the pair fits");
     assert!(text(&out.stdout).contains("gpu-slicer.gpu-slicer.svc"));
 }
 

@@ -5,15 +5,15 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use gpu_slicer::check;
-use gpu_slicer::gpu_operator::GpuOperatorConfigs;
-use gpu_slicer::karpenter;
-use gpu_slicer::nodepool::{NodePool, NodePoolIndex};
-use gpu_slicer::policy::Policy;
+use gpu_slicer_core::check;
+use gpu_slicer_core::gpu_operator::GpuOperatorConfigs;
+use gpu_slicer_core::karpenter;
+use gpu_slicer_core::nodepool::{NodePool, NodePoolIndex};
+use gpu_slicer_core::policy::Policy;
 use serde_json::json;
 
 fn shipped_ops() -> GpuOperatorConfigs {
-    GpuOperatorConfigs::from_dir(&repo("manifests/gpu-operator")).unwrap()
+    gpu_slicer::input::gpu_operator_configs(&repo("manifests/gpu-operator")).unwrap()
 }
 
 fn errors(policy: &Policy, pools: &NodePoolIndex, ops: &GpuOperatorConfigs) -> Vec<String> {
@@ -38,7 +38,7 @@ fn ops_with_device_plugin(edit: impl Fn(&str) -> String) -> GpuOperatorConfigs {
         };
         std::fs::write(dir.path().join(f), text).unwrap();
     }
-    GpuOperatorConfigs::from_dir(dir.path()).unwrap()
+    gpu_slicer::input::gpu_operator_configs(dir.path()).unwrap()
 }
 
 #[test]
@@ -239,7 +239,7 @@ fn shipped_ops_with_defaults() -> GpuOperatorConfigs {
         dir.path().join("dp.yaml"),
     )
     .unwrap();
-    let ops = GpuOperatorConfigs::from_dir(Path::new(dir.path())).unwrap();
+    let ops = gpu_slicer::input::gpu_operator_configs(Path::new(dir.path())).unwrap();
     assert!(ops.mig_is_default);
     ops
 }

@@ -10,8 +10,8 @@ use std::process::Command;
 
 use common::validate::{self, crd_validator, errors};
 use common::*;
-use gpu_slicer::gpu_operator::{DevicePluginConfig, MigConfigs};
-use gpu_slicer::policy::Policy;
+use gpu_slicer_core::gpu_operator::{DevicePluginConfig, MigConfigs};
+use gpu_slicer_core::policy::Policy;
 use serde_json::Value;
 
 /// A fenced block: its file, first line number, info string and text.
@@ -121,7 +121,7 @@ fn every_yaml_block_is_valid_or_marked_as_a_fragment() {
     let mut checked = 0;
     for b in blocks() {
         let docs = match b.info.as_str() {
-            "yaml" | "yaml fragment" => gpu_slicer::yaml::documents(&b.text)
+            "yaml" | "yaml fragment" => gpu_slicer_core::yaml::documents(&b.text)
                 .unwrap_or_else(|e| panic!("{}:{}: YAML does not parse: {e}", b.file, b.line)),
             _ => continue,
         };

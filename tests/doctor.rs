@@ -84,7 +84,7 @@ async fn a_healthy_cluster_exits_0_and_every_list_is_paginated_and_read_only() {
     );
     let table = stdout_text(&out);
     assert!(table.starts_with("INFO ("), "{table}");
-    let rules = gpu_slicer::policy::Policy::example().rules.len();
+    let rules = gpu_slicer::policy_source::example().rules.len();
     assert!(
         table.contains(&format!(
             "policy read from ConfigMap gpu-slicer/gpu-slicer-policy (key policy.yaml) ({rules} rules)"

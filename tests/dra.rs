@@ -6,32 +6,32 @@ mod common;
 
 use common::validate::roundtrip;
 use common::*;
-use gpu_slicer::audit::Outcome;
-use gpu_slicer::check;
-use gpu_slicer::dra;
-use gpu_slicer::gpu_operator::GpuOperatorConfigs;
-use gpu_slicer::karpenter;
-use gpu_slicer::nodepool::NodePoolIndex;
-use gpu_slicer::policy::Policy;
+use gpu_slicer_core::audit::Outcome;
+use gpu_slicer_core::check;
+use gpu_slicer_core::dra;
+use gpu_slicer_core::gpu_operator::GpuOperatorConfigs;
+use gpu_slicer_core::karpenter;
+use gpu_slicer_core::nodepool::NodePoolIndex;
+use gpu_slicer_core::policy::Policy;
 use serde_json::{Value, json};
 
 const DIR: &str = "manifests/examples/dra";
 
 fn dra_policy() -> Policy {
-    Policy::load(&repo(&format!("{DIR}/policy.yaml"))).unwrap()
+    gpu_slicer::policy_source::load_file(&repo(&format!("{DIR}/policy.yaml"))).unwrap()
 }
 
 fn dra_pools() -> NodePoolIndex {
-    NodePoolIndex::from_dir(&repo(DIR)).unwrap()
+    gpu_slicer::input::nodepools(&repo(DIR)).unwrap()
 }
 
 /// The engine on `pod` in namespace `ns` under the DRA example's policy and NodePools.
-fn in_dra(pod: &Value, ns: &str) -> (gpu_slicer::engine::Decision, Value) {
+fn in_dra(pod: &Value, ns: &str) -> (gpu_slicer_core::engine::Decision, Value) {
     run(pod, ns, &labels(&[]), &dra_policy(), &dra_pools())
 }
 
 /// The engine under the shipped (device-plugin) policy and NodePools.
-fn in_shipped(pod: &Value, ns: &str) -> (gpu_slicer::engine::Decision, Value) {
+fn in_shipped(pod: &Value, ns: &str) -> (gpu_slicer_core::engine::Decision, Value) {
     run(pod, ns, &labels(&[]), &example_policy(), &shipped_pools())
 }
 
@@ -191,12 +191,12 @@ fn own_claims_are_enforced_never_rewritten() {
         json!([{"name": "efa", "resourceClaimTemplateName": "efa-template"}]);
     let (d, _) = in_dra(&p, "ml-inference-dra");
     assert!(d.denied.unwrap().contains("could not be checked for GPUs"));
-    let mut facts = gpu_slicer::claims::ClaimFacts::default();
-    facts.insert("efa", gpu_slicer::claims::ClaimVerdict::NotGpu);
-    let typed: gpu_slicer::pod::Pod = serde_json::from_value(p.clone()).unwrap();
-    let d = gpu_slicer::engine::decide_with_claims(
+    let mut facts = gpu_slicer_core::dra::claims::ClaimFacts::default();
+    facts.insert("efa", gpu_slicer_core::dra::claims::ClaimVerdict::NotGpu);
+    let typed: gpu_slicer_core::pod::Pod = serde_json::from_value(p.clone()).unwrap();
+    let d = gpu_slicer_core::engine::decide_with_claims(
         &typed,
-        gpu_slicer::engine::Namespace {
+        gpu_slicer_core::engine::Namespace {
             name: "ml-inference-dra",
             labels: &labels(&[]),
         },
@@ -331,7 +331,7 @@ fn printed_templates_and_device_classes_are_valid_v1_36_objects() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let docs = gpu_slicer::yaml::documents(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let docs = gpu_slicer_core::yaml::documents(&String::from_utf8_lossy(&out.stdout)).unwrap();
     assert_eq!(docs.len(), 4, "counts 1..=maxPerContainer");
     for d in &docs {
         let dropped =
@@ -385,7 +385,7 @@ fn printed_templates_and_device_classes_are_valid_v1_36_objects() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let classes = gpu_slicer::yaml::documents(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let classes = gpu_slicer_core::yaml::documents(&String::from_utf8_lossy(&out.stdout)).unwrap();
     let mapped: Vec<_> = classes
         .iter()
         .map(|c| {
@@ -482,7 +482,7 @@ fn policy_check_knows_dra_pools_and_overlays_skip_them() {
             1,
         );
     std::fs::write(tmp.path().join("np.yaml"), pools).unwrap();
-    let pools = NodePoolIndex::from_dir(tmp.path()).unwrap();
+    let pools = gpu_slicer::input::nodepools(tmp.path()).unwrap();
     let errs = check::check_with_device_classes(
         &policy,
         "policy.yaml",

@@ -86,8 +86,8 @@ fn driver_values_that_share_differently_or_run_everywhere_are_errors() {
 
 #[test]
 fn driver_values_are_read_as_the_driver_reads_them() {
-    use gpu_slicer::dra_check::DriverValues;
-    use gpu_slicer::dra_sharing::ConsumableShares;
+    use gpu_slicer_core::check::dra_driver::DriverValues;
+    use gpu_slicer_core::policy::dra_sharing::ConsumableShares;
     let read = |yaml: &str| {
         let doc: serde_json::Value = serde_norway::from_str(yaml).unwrap();
         DriverValues::from_value(&doc, "v.yaml".into())

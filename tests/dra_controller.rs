@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use common::dra_api::start;
 use common::*;
-use gpu_slicer::admission::StaticFacts;
-use gpu_slicer::metrics::Metrics;
-use gpu_slicer::nodepool::NodePoolIndex;
-use gpu_slicer::policy::Policy;
-use gpu_slicer::server::{App, Limits};
+use gpu_slicer::webhook::admission::StaticFacts;
+use gpu_slicer::webhook::metrics::Metrics;
+use gpu_slicer::webhook::server::{App, Limits};
+use gpu_slicer_core::nodepool::NodePoolIndex;
+use gpu_slicer_core::policy::Policy;
 use serde_json::{Value, json};
 
 fn policy(rules: &str) -> Policy {
@@ -49,8 +49,7 @@ fn start_controller(
     );
     let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
     let client = kube::Client::try_from(config).unwrap();
-    let handle =
-        gpu_slicer::cluster::claim_templates::spawn_when_needed(client, app.clone(), every);
+    let handle = gpu_slicer::controller::spawn_when_needed(client, app.clone(), every);
     (app, handle)
 }
 

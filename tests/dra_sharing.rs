@@ -8,10 +8,10 @@ mod common;
 
 use common::dra_allocator::*;
 use common::*;
-use gpu_slicer::dra::{self, Template};
-use gpu_slicer::dra_sharing::ConsumableShares::{self, *};
-use gpu_slicer::nodepool::NodePoolIndex;
-use gpu_slicer::policy::{Policy, Rule};
+use gpu_slicer_core::dra::{self, Template};
+use gpu_slicer_core::nodepool::NodePoolIndex;
+use gpu_slicer_core::policy::dra_sharing::ConsumableShares::{self, *};
+use gpu_slicer_core::policy::{Policy, Rule};
 use serde_json::{Value, json};
 
 const MODES: [ConsumableShares; 4] = [Disabled, Shares(4), Memory, Unlimited];

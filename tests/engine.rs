@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
-use gpu_slicer::audit::Outcome;
-use gpu_slicer::nodepool::NodePoolIndex;
+use gpu_slicer_core::audit::Outcome;
+use gpu_slicer_core::nodepool::NodePoolIndex;
 use serde_json::json;
 
 fn none() -> NodePoolIndex {
@@ -223,7 +223,7 @@ fn counts_above_the_limit_are_denied_with_a_hint() {
 
 #[test]
 fn several_mig_devices_are_allowed_where_the_limit_says_with_a_warning() {
-    let policy = gpu_slicer::policy::Policy::parse(
+    let policy = gpu_slicer_core::policy::Policy::parse(
         "apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec:\n  rules:\n  - name: big\n    action: mig\n    mig: {profile: 1g.10gb}\n    maxPerContainer: 2\n",
         "inline",
     )
@@ -406,7 +406,7 @@ fn nodepool_taints_become_tolerations_and_labels_become_selectors() {
 
     // A taint with a value needs an Equal toleration.
     let mut pool = pools.get("gpu-timeslice").unwrap().clone();
-    pool.taints = vec![gpu_slicer::nodepool::Taint {
+    pool.taints = vec![gpu_slicer_core::nodepool::Taint {
         key: "team".into(),
         value: Some("ml".into()),
         effect: "NoSchedule".into(),
@@ -421,7 +421,7 @@ fn nodepool_taints_become_tolerations_and_labels_become_selectors() {
 
 #[test]
 fn a_rule_selector_contradicting_its_nodepool_is_a_clear_denial() {
-    let policy = gpu_slicer::policy::Policy::parse(
+    let policy = gpu_slicer_core::policy::Policy::parse(
         "apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec:\n  rules:\n  - name: r\n    action: mig\n    mig: {profile: 1g.10gb}\n    nodePool: gpu-mig\n    nodeSelector: {nvidia.com/mig.config: all-1g.10gb}\n",
         "inline",
     )
@@ -494,7 +494,7 @@ fn default_action_applies_to_unmatched_namespaces() {
     assert!(d.allowed() && d.patch.is_empty());
     assert_eq!(d.audit.unwrap().outcome, Outcome::Unchanged);
 
-    let strict = gpu_slicer::policy::Policy::parse(
+    let strict = gpu_slicer_core::policy::Policy::parse(
         "apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec:\n  defaultAction: deny\n  rules: []\n",
         "inline",
     )
@@ -572,7 +572,7 @@ fn every_captured_review_is_idempotent_under_every_policy() {
 
 #[test]
 fn unrenamed_shared_replicas_and_exclusive_sizing_say_what_they_are() {
-    let policy = gpu_slicer::policy::Policy::parse(
+    let policy = gpu_slicer_core::policy::Policy::parse(
         "apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec:\n  rules:\n  - {name: ts, namespaces: [ts], action: timeslice, shared: {resourceName: nvidia.com/gpu}, nodePool: p}\n  - {name: ex, namespaces: [ex], action: exclusive, nodePool: p}\n",
         "inline",
     )

@@ -8,7 +8,9 @@ use common::*;
 use serde_json::json;
 
 /// The engine under the shipped policy and NodePools, in namespace ml-inference (a `mig` rule).
-fn in_ml_inference(p: &serde_json::Value) -> (gpu_slicer::engine::Decision, serde_json::Value) {
+fn in_ml_inference(
+    p: &serde_json::Value,
+) -> (gpu_slicer_core::engine::Decision, serde_json::Value) {
     run(
         p,
         "ml-inference",
@@ -40,7 +42,7 @@ fn thousands_of_containers_get_a_bounded_answer() {
         .map(|i| container(&format!("c{i}"), &[("nvidia.com/gpu", "1")], false))
         .collect();
     let p = pod(containers);
-    let policy = gpu_slicer::policy::Policy::parse(
+    let policy = gpu_slicer_core::policy::Policy::parse(
         "apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec:\n  rules:\n  - {name: all, namespaces: [big], action: mig, mig: {profile: 1g.10gb}}\n",
         "p.yaml",
     )
@@ -49,7 +51,7 @@ fn thousands_of_containers_get_a_bounded_answer() {
     assert!(d.allowed(), "{:?}", d.denied);
     assert_eq!(
         d.warnings.len(),
-        gpu_slicer::engine::MAX_WARNINGS,
+        gpu_slicer_core::engine::MAX_WARNINGS,
         "{:?}",
         &d.warnings[..3]
     );
@@ -58,7 +60,7 @@ fn thousands_of_containers_get_a_bounded_answer() {
     assert!(
         d.warnings
             .iter()
-            .all(|w| w.len() <= gpu_slicer::engine::MAX_WARNING_LEN)
+            .all(|w| w.len() <= gpu_slicer_core::engine::MAX_WARNING_LEN)
     );
     let note = out["metadata"]["annotations"]["gpu-slicer.io/rewritten"]
         .as_str()
@@ -86,10 +88,10 @@ fn a_pod_whose_metadata_or_spec_is_an_array_is_not_read() {
         let mut p = pod(vec![container("main", &[("nvidia.com/gpu", "1")], false)]);
         p[field] = value;
         assert!(
-            serde_json::from_value::<gpu_slicer::pod::Pod>(p).is_err(),
+            serde_json::from_value::<gpu_slicer_core::pod::Pod>(p).is_err(),
             "{field} as an array was read"
         );
     }
     let ok = pod(vec![container("main", &[("nvidia.com/gpu", "1")], false)]);
-    assert!(serde_json::from_value::<gpu_slicer::pod::Pod>(ok).is_ok());
+    assert!(serde_json::from_value::<gpu_slicer_core::pod::Pod>(ok).is_ok());
 }

@@ -5,11 +5,12 @@
 mod common;
 
 use common::*;
-use gpu_slicer::engine::{self, Namespace};
-use gpu_slicer::equivalents::{self, Gpus, Units};
-use gpu_slicer::nodepool::{NodePool, NodePoolIndex};
-use gpu_slicer::pod::Pod;
-use gpu_slicer::policy::Policy;
+use gpu_slicer_core::engine::{self, Namespace};
+use gpu_slicer_core::equivalents::{self, Units};
+use gpu_slicer_core::gpus::Gpus;
+use gpu_slicer_core::nodepool::{NodePool, NodePoolIndex};
+use gpu_slicer_core::pod::Pod;
+use gpu_slicer_core::policy::Policy;
 use serde_json::{Value, json};
 
 const POLICY: &str = r#"

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use gpu_slicer::admission::StaticFacts;
-use gpu_slicer::metrics::Metrics;
-use gpu_slicer::nodepool::NodePoolIndex;
-use gpu_slicer::server::{self, App, Bound, Limits};
-use gpu_slicer::tls;
+use gpu_slicer::webhook::admission::StaticFacts;
+use gpu_slicer::webhook::metrics::Metrics;
+use gpu_slicer::webhook::server::{self, App, Bound, Limits};
+use gpu_slicer::webhook::tls;
+use gpu_slicer_core::nodepool::NodePoolIndex;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -299,7 +299,7 @@ fn spawn_binary(rust_log: &str) -> Binary {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The JSON log line that says where it listens (`gpu_slicer::commands::cli` at info).
+    // The JSON log line that says where it listens (`gpu_slicer::cli` at info).
     // Read on a thread, so a server that never logs the line fails the test instead of hanging it.
     let lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let (found, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
@@ -364,10 +364,7 @@ fn audit_lines(log: &[String]) -> Vec<serde_json::Value> {
 fn audit_lines_follow_rust_log() {
     // Audit lines alone (the documented routing), and everything but them.
     for (rust_log, audited) in [
-        (
-            "warn,gpu_slicer::commands::cli=info,gpu_slicer::audit=info",
-            1,
-        ),
+        ("warn,gpu_slicer::cli=info,gpu_slicer::audit=info", 1),
         ("info,gpu_slicer::audit=off", 0),
     ] {
         let Binary {

@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
-use gpu_slicer::admission::{self, StaticFacts};
-use gpu_slicer::nodepool::NodePoolIndex;
+use gpu_slicer::webhook::admission::{self, StaticFacts};
+use gpu_slicer_core::nodepool::NodePoolIndex;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use serde_json::Value;

@@ -9,8 +9,7 @@ use std::process::Command;
 
 use common::validate::{self, crd_validator, errors, strict};
 use common::*;
-use gpu_slicer::gpu_operator::GpuOperatorConfigs;
-use gpu_slicer::{karpenter, yaml};
+use gpu_slicer_core::{karpenter, yaml};
 use serde_json::Value;
 
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -139,12 +138,12 @@ fn every_kustomization_renders() {
         let certs = dir.join("certs");
         let made = dir.ends_with("plain-certs") && !certs.exists();
         if made {
-            let bundle = gpu_slicer::tls::generate(
-                &gpu_slicer::tls::service_names("gpu-slicer", "gpu-slicer"),
+            let bundle = gpu_slicer::webhook::tls::generate(
+                &gpu_slicer::webhook::tls::service_names("gpu-slicer", "gpu-slicer"),
                 "gpu-slicer",
             )
             .unwrap();
-            gpu_slicer::tls::write_bundle(&certs, &bundle, false).unwrap();
+            gpu_slicer::webhook::tls::write_bundle(&certs, &bundle, false).unwrap();
         }
         let out = Command::new("kubectl")
             .arg("kustomize")
@@ -216,7 +215,7 @@ fn the_webhook_configuration_is_what_the_design_asks_for() {
 fn committed_node_overlays_are_what_the_generator_makes() {
     let policy = example_policy();
     let pools = shipped_pools();
-    let ops = GpuOperatorConfigs::from_dir(&repo("manifests/gpu-operator")).unwrap();
+    let ops = gpu_slicer::input::gpu_operator_configs(&repo("manifests/gpu-operator")).unwrap();
     let overlays = karpenter::overlays(&policy, &pools, &ops).unwrap();
     let yaml = karpenter::overlays_yaml(
         &overlays,

@@ -6,12 +6,12 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use gpu_slicer::audit::Outcome;
-use gpu_slicer::check;
-use gpu_slicer::gpu_operator::GpuOperatorConfigs;
-use gpu_slicer::karpenter;
-use gpu_slicer::nodepool::NodePoolIndex;
-use gpu_slicer::policy::Policy;
+use gpu_slicer_core::audit::Outcome;
+use gpu_slicer_core::check;
+use gpu_slicer_core::gpu_operator::GpuOperatorConfigs;
+use gpu_slicer_core::karpenter;
+use gpu_slicer_core::nodepool::NodePoolIndex;
+use gpu_slicer_core::policy::Policy;
 use serde_json::{Value, json};
 
 const SINGLE_DIR: &str = "manifests/examples/mig-single";
@@ -46,21 +46,21 @@ fn one_gpu_pod() -> Value {
 }
 
 /// The engine on `pod` in namespace `ns` under the shipped policy and NodePools.
-fn in_shipped(pod: &Value, ns: &str) -> (gpu_slicer::engine::Decision, Value) {
+fn in_shipped(pod: &Value, ns: &str) -> (gpu_slicer_core::engine::Decision, Value) {
     run(pod, ns, &labels(&[]), &example_policy(), &shipped_pools())
 }
 
 /// The engine under the single-strategy example's policy and NodePools.
-fn in_single(pod: &Value, ns: &str) -> (gpu_slicer::engine::Decision, Value) {
+fn in_single(pod: &Value, ns: &str) -> (gpu_slicer_core::engine::Decision, Value) {
     run(pod, ns, &labels(&[]), &single_policy(), &single_pools())
 }
 
 fn single_pools() -> NodePoolIndex {
-    NodePoolIndex::from_dir(&repo(SINGLE_DIR)).unwrap()
+    gpu_slicer::input::nodepools(&repo(SINGLE_DIR)).unwrap()
 }
 
 fn single_policy() -> Policy {
-    Policy::load(&repo(&format!("{SINGLE_DIR}/policy.yaml"))).unwrap()
+    gpu_slicer::policy_source::load_file(&repo(&format!("{SINGLE_DIR}/policy.yaml"))).unwrap()
 }
 
 #[test]
@@ -334,7 +334,7 @@ fn mutate_shows_each_setup() {
 // ---- policy check ----
 
 fn single_ops() -> GpuOperatorConfigs {
-    GpuOperatorConfigs::from_dir(&repo(SINGLE_DIR)).unwrap()
+    gpu_slicer::input::gpu_operator_configs(&repo(SINGLE_DIR)).unwrap()
 }
 
 fn check_errors(policy: &Policy, pools: &NodePoolIndex, ops: &GpuOperatorConfigs) -> Vec<String> {
@@ -354,7 +354,7 @@ fn edited_ops(dir: &str, file: &str, from: &str, to: &str) -> GpuOperatorConfigs
         }
         std::fs::write(tmp.path().join(name), text).unwrap();
     }
-    GpuOperatorConfigs::from_dir(Path::new(tmp.path())).unwrap()
+    gpu_slicer::input::gpu_operator_configs(Path::new(tmp.path())).unwrap()
 }
 
 fn edited_single_pools(from: &str, to: &str) -> NodePoolIndex {
@@ -362,7 +362,7 @@ fn edited_single_pools(from: &str, to: &str) -> NodePoolIndex {
     let text = std::fs::read_to_string(repo(&format!("{SINGLE_DIR}/nodepools.yaml"))).unwrap();
     assert!(text.contains(from), "{from}");
     std::fs::write(tmp.path().join("np.yaml"), text.replacen(from, to, 1)).unwrap();
-    NodePoolIndex::from_dir(tmp.path()).unwrap()
+    gpu_slicer::input::nodepools(tmp.path()).unwrap()
 }
 
 #[test]
@@ -371,7 +371,7 @@ fn policy_check_passes_on_each_shipped_setup() {
         check_errors(&single_policy(), &single_pools(), &single_ops()),
         Vec::<String>::new()
     );
-    let ops = GpuOperatorConfigs::from_dir(&repo("manifests/gpu-operator")).unwrap();
+    let ops = gpu_slicer::input::gpu_operator_configs(&repo("manifests/gpu-operator")).unwrap();
     assert_eq!(
         check_errors(&example_policy(), &shipped_pools(), &ops),
         Vec::<String>::new()
@@ -407,7 +407,7 @@ fn a_rule_whose_strategy_differs_from_the_pools_is_named() {
         .unwrap()
         .replace("migStrategy: single", "migStrategy: mixed");
     std::fs::write(tmp.path().join("dp.yaml"), text).unwrap();
-    let ops = GpuOperatorConfigs::from_dir(tmp.path()).unwrap();
+    let ops = gpu_slicer::input::gpu_operator_configs(tmp.path()).unwrap();
     let errs = check_errors(&single_policy(), &single_pools(), &ops);
     assert!(
         errs.iter()
@@ -492,7 +492,7 @@ fn a_time_slicing_rule_whose_pool_does_not_time_slice_or_renames_otherwise_is_na
         "policy.yaml",
     )
     .unwrap();
-    let ops = GpuOperatorConfigs::from_dir(&repo("manifests/gpu-operator")).unwrap();
+    let ops = gpu_slicer::input::gpu_operator_configs(&repo("manifests/gpu-operator")).unwrap();
     let errs = check_errors(&plain, &shipped_pools(), &ops);
     assert!(
         errs.iter().any(|e| e.contains("(notebooks-on-slices)")
@@ -525,7 +525,7 @@ fn misspellings_from_public_copies_are_errors_not_silence() {
         "dp.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: dp}\ndata:\n  a: |-\n    version: v1\n    flages:\n      migStrategy: single\n    sharing:\n      timeSlicing:\n        resources: [{name: nvidia.com/gpu, replicas: 2}]\n",
     );
-    let e = GpuOperatorConfigs::from_dir(dir.path())
+    let e = gpu_slicer::input::gpu_operator_configs(dir.path())
         .unwrap_err()
         .to_string();
     assert!(e.contains("unknown field `flages`"), "{e}");
@@ -533,7 +533,7 @@ fn misspellings_from_public_copies_are_errors_not_silence() {
         "dp.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: dp}\ndata:\n  a: |-\n    version: v1\n    sharing:\n      timeSlicing:\n        failRequestGreaterThanOne: true\n        resources: [{name: nvidia.com/gpu, replicas: 2}]\n",
     );
-    let e = GpuOperatorConfigs::from_dir(dir.path())
+    let e = gpu_slicer::input::gpu_operator_configs(dir.path())
         .unwrap_err()
         .to_string();
     assert!(
@@ -544,7 +544,7 @@ fn misspellings_from_public_copies_are_errors_not_silence() {
         "dp.yaml",
         "driver: {enabled: false}\nmixed:\n  strategy: mixed\n",
     );
-    let e = GpuOperatorConfigs::from_dir(dir.path())
+    let e = gpu_slicer::input::gpu_operator_configs(dir.path())
         .unwrap_err()
         .to_string();
     assert!(e.contains("the key is mig.strategy"), "{e}");
@@ -583,7 +583,7 @@ fn overlays_give_each_setup_the_capacity_its_device_plugin_advertises() {
     let weights: Vec<_> = single.iter().map(|o| o["spec"]["weight"].clone()).collect();
     assert_ne!(weights[0], weights[1]);
 
-    let ops = GpuOperatorConfigs::from_dir(&repo("manifests/gpu-operator")).unwrap();
+    let ops = gpu_slicer::input::gpu_operator_configs(&repo("manifests/gpu-operator")).unwrap();
     let shipped = karpenter::overlays(&example_policy(), &shipped_pools(), &ops).unwrap();
     let ts = capacities(&shipped)
         .into_iter()

@@ -20,7 +20,7 @@ use std::process::Command;
 
 use common::{kustomize, repo};
 use gpu_slicer::cluster::{LookupLabel, ResourceLabel};
-use gpu_slicer::metrics::{AdmissionLabels, AuditLabels, ErrorLabels};
+use gpu_slicer::webhook::metrics::{AdmissionLabels, AuditLabels, ErrorLabels};
 use serde_json::{Value, json};
 
 /// Issue 23's contract: gauges, labelled `namespace` and `rule`, cluster mode only.
@@ -67,7 +67,8 @@ fn dashboard() -> Value {
 
 fn yaml_file(path: &str) -> Value {
     let text = std::fs::read_to_string(repo(path)).unwrap();
-    let mut docs = gpu_slicer::yaml::documents(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut docs =
+        gpu_slicer_core::yaml::documents(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
     assert_eq!(docs.len(), 1, "{path}: one object");
     docs.remove(0)
 }
@@ -326,7 +327,7 @@ fn every_query_names_only_metrics_gpu_slicer_exports() {
 #[test]
 fn the_known_metric_names_are_what_the_code_exports_and_the_docs_list() {
     // A family is only written out once it has a series: give each one.
-    let metrics = gpu_slicer::metrics::Metrics::new();
+    let metrics = gpu_slicer::webhook::metrics::Metrics::new();
     metrics
         .admissions
         .get_or_create(&AdmissionLabels {
@@ -716,7 +717,7 @@ fn the_service_monitor_scrapes_the_webhook_service_keeping_its_namespace_label()
     // Without honorLabels the contract metrics' `namespace` would arrive as exported_namespace.
     assert_eq!(ep["honorLabels"], true);
     // The scrape checks the serving certificate against a name it carries (cert-manager overlay).
-    let certs = gpu_slicer::yaml::documents(
+    let certs = gpu_slicer_core::yaml::documents(
         &std::fs::read_to_string(repo(
             "manifests/webhook/overlays/cert-manager/certificates.yaml",
         ))

@@ -11,13 +11,13 @@ use axum::body::Body;
 use axum::http::Request;
 use common::fakeapi::FakeApi;
 use common::*;
-use gpu_slicer::audit::Outcome;
-use gpu_slicer::claims::{ClaimFacts, ClaimVerdict};
-use gpu_slicer::engine::{self, Decision, Namespace};
-use gpu_slicer::nodepool::NodePoolIndex;
-use gpu_slicer::pod::Pod;
-use gpu_slicer::policy::Policy;
-use gpu_slicer::server::{self, App};
+use gpu_slicer::webhook::server::{self, App};
+use gpu_slicer_core::audit::Outcome;
+use gpu_slicer_core::dra::claims::{ClaimFacts, ClaimVerdict};
+use gpu_slicer_core::engine::{self, Decision, Namespace};
+use gpu_slicer_core::nodepool::NodePoolIndex;
+use gpu_slicer_core::pod::Pod;
+use gpu_slicer_core::policy::Policy;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -160,7 +160,7 @@ fn other_rules_refuse_gpus_claimed_past_them_and_passthrough_allows() {
 #[test]
 fn audit_mode_says_would_deny() {
     let p = claiming_pod(json!({"resourceClaimTemplateName": "whole-gpus"}));
-    let d = gpu_slicer::mode::apply(decide(&p, "sandbox-audit", gpu()));
+    let d = gpu_slicer_core::engine::mode::apply(decide(&p, "sandbox-audit", gpu()));
     assert!(d.allowed());
     assert_eq!(d.audit.unwrap().outcome, Outcome::WouldDeny);
     assert!(

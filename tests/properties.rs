@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
-use gpu_slicer::admission::{self, StaticFacts};
-use gpu_slicer::nodepool::NodePoolIndex;
+use gpu_slicer::webhook::admission::{self, StaticFacts};
+use gpu_slicer_core::nodepool::NodePoolIndex;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 

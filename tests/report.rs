@@ -631,7 +631,7 @@ fn the_deploying_guide_shows_what_the_report_prints() {
 #[test]
 fn each_workload_shows_its_gpu_equivalents_and_budget_outcome() {
     let policy_text = "apiVersion: gpu-slicer.io/v1alpha1\nkind: SlicingPolicy\nspec:\n  defaultAction: passthrough\n  rules:\n  - name: capped\n    namespaces: [ml-inference]\n    action: mig\n    mig: {profile: 1g.10gb, allowedProfiles: [1g.10gb, 2g.20gb]}\n    budget: {gpuEquivalents: \"0.75\"}\n  - name: free\n    namespaces: [ml-training]\n    action: exclusive\n";
-    let policy = gpu_slicer::policy::Policy::parse(policy_text, "p.yaml").unwrap();
+    let policy = gpu_slicer_core::policy::Policy::parse(policy_text, "p.yaml").unwrap();
     let workload = |kind: &str, name: &str, ns: &str, replicas: u64, profile: &str| {
         let annotations = if profile.is_empty() {
             json!({})

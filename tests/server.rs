@@ -10,11 +10,11 @@ use axum::body::Body;
 use base64::Engine as _;
 use bytes::Bytes;
 use common::*;
-use gpu_slicer::admission::StaticFacts;
-use gpu_slicer::metrics::Metrics;
-use gpu_slicer::nodepool::NodePoolIndex;
-use gpu_slicer::server::{self, App, Bound, Limits};
-use gpu_slicer::tls;
+use gpu_slicer::webhook::admission::StaticFacts;
+use gpu_slicer::webhook::metrics::Metrics;
+use gpu_slicer::webhook::server::{self, App, Bound, Limits};
+use gpu_slicer::webhook::tls;
+use gpu_slicer_core::nodepool::NodePoolIndex;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode, Version};
 use rustls_pki_types::ServerName;
@@ -500,7 +500,7 @@ async fn refusing_an_unread_body_closes_the_connection_so_clients_do_not_reuse_i
 /// (reinvocation), checking that the second answer allows it with no patch. Returns the first
 /// answer and the patched pod.
 async fn admit_and_reinvoke(
-    policy: gpu_slicer::policy::Policy,
+    policy: gpu_slicer_core::policy::Policy,
     pools: NodePoolIndex,
     ns: &str,
 ) -> (Value, Value) {
@@ -545,8 +545,8 @@ async fn mig_single_and_time_sliced_mig_over_real_tls() {
     let single_dir = repo("manifests/examples/mig-single");
     let setups = [
         (
-            gpu_slicer::policy::Policy::load(&single_dir.join("policy.yaml")).unwrap(),
-            NodePoolIndex::from_dir(&single_dir).unwrap(),
+            gpu_slicer::policy_source::load_file(&single_dir.join("policy.yaml")).unwrap(),
+            gpu_slicer::input::nodepools(&single_dir).unwrap(),
             "ml-seed-dev",
             "nvidia.com/gpu",
             "is a time-sliced share of a 1g.5gb MIG slice",
@@ -576,8 +576,8 @@ async fn mig_single_and_time_sliced_mig_over_real_tls() {
 async fn dra_claims_over_real_tls() {
     let dir = repo("manifests/examples/dra");
     let (out, pod) = admit_and_reinvoke(
-        gpu_slicer::policy::Policy::load(&dir.join("policy.yaml")).unwrap(),
-        NodePoolIndex::from_dir(&dir).unwrap(),
+        gpu_slicer::policy_source::load_file(&dir.join("policy.yaml")).unwrap(),
+        gpu_slicer::input::nodepools(&dir).unwrap(),
         "ml-inference-dra",
     )
     .await;
@@ -601,7 +601,7 @@ async fn dra_claims_over_real_tls() {
 async fn audit_mode_over_real_tls_warns_and_changes_nothing() {
     let text = std::fs::read_to_string(repo("tests/data/policies/contract.yaml")).unwrap();
     let text = text.replacen("spec:\n", "spec:\n  mode: audit\n", 1);
-    let policy = gpu_slicer::policy::Policy::parse(&text, "audit.yaml").unwrap();
+    let policy = gpu_slicer_core::policy::Policy::parse(&text, "audit.yaml").unwrap();
     let app = App::new(
         StaticFacts {
             policy,

@@ -6,9 +6,9 @@
 use std::sync::OnceLock;
 
 use base64::Engine as _;
-use gpu_slicer::admission::{self, StaticFacts};
-use gpu_slicer::nodepool::NodePoolIndex;
-use gpu_slicer::policy::Policy;
+use gpu_slicer::webhook::admission::{self, StaticFacts};
+use gpu_slicer_core::nodepool::NodePoolIndex;
+use gpu_slicer_core::policy::Policy;
 use libfuzzer_sys::fuzz_target;
 
 fn facts() -> &'static StaticFacts {

@@ -8,7 +8,7 @@ use kube::Client;
 
 use super::kubeapi;
 use super::watch::LOOKUP_TIMEOUT;
-use crate::claims::{self, ClaimFacts, ClaimSource, ClaimVerdict};
+use gpu_slicer_core::dra::claims::{self, ClaimFacts, ClaimSource, ClaimVerdict};
 
 /// The API server allows at most 32 entries in `spec.resourceClaims`; more are not read.
 const MAX_CLAIMS: usize = 32;

@@ -2,7 +2,7 @@
 //! paginated lists of typed and dynamic objects, and a missing CRD as an outcome rather than an error.
 //!
 //! What runs on it: the webhook's reflectors ([`crate::cluster`]), `plan --from-cluster`
-//! ([`crate::plan::cluster`]) and `doctor` ([`crate::doctor`]). Like kube-runtime on kube-client, this
+//! ([`crate::planner::cluster`]) and `doctor` ([`crate::doctor`]). Like kube-runtime on kube-client, this
 //! layer knows nothing of what the callers do with the objects.
 
 use std::fmt::Debug;

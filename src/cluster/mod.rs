@@ -1,9 +1,8 @@
 //! Reading the cluster. [`kubeapi`] is the one place the Kubernetes API is read from (client and
 //! kubeconfig resolution, paginated lists, missing CRDs), the way kube-rs keeps `kube-runtime` apart
 //! from what runs on it; the webhook's watches ([`watch`]), the DRA template controller
-//! ([`claim_templates`]), `plan --from-cluster`, `doctor` and `policy report` all go through it.
+//! ([`crate::controller`]), `plan --from-cluster`, `doctor` and `policy report` all go through it.
 
-pub mod claim_templates;
 pub mod claims;
 pub mod kubeapi;
 pub mod pod_watch;

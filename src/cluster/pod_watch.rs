@@ -3,7 +3,7 @@
 //! resources, the claims and the phase, feeding [`UsageIndex`].
 //!
 //! Each pod is counted when the watch sees it, with the policy and namespace labels then in force
-//! ([`crate::equivalents::of_pod`], from its resources: an annotation a user can edit is never trusted).
+//! ([`gpu_slicer_core::equivalents::of_pod`], from its resources: an annotation a user can edit is never trusted).
 //! A policy change applies to pods the watch sees afterwards; a watch restart recounts every pod.
 
 use std::borrow::Cow;
@@ -16,8 +16,8 @@ use kube::{Api, Client};
 use serde::Deserialize;
 
 use super::usage::UsageIndex;
-use crate::equivalents::Usage;
-use crate::pod::{Pod, Spec};
+use gpu_slicer_core::equivalents::Usage;
+use gpu_slicer_core::pod::{Pod, Spec};
 
 /// A Pod as the watch reads it: serde skips everything else.
 #[derive(Debug, Clone, Deserialize)]

@@ -19,8 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::budget::Holding;
-use crate::equivalents::{Gpus, Usage};
+use gpu_slicer_core::budget::Holding;
+use gpu_slicer_core::equivalents::Usage;
+use gpu_slicer_core::gpus::Gpus;
 
 /// How long an admission's reservation waits for its pod to show up in the watch.
 pub const RESERVATION_TTL: Duration = Duration::from_secs(30);

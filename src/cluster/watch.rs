@@ -28,7 +28,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::cluster::kubeapi;
-use crate::nodepool::{NodePool, NodePoolIndex};
+use gpu_slicer_core::nodepool::{NodePool, NodePoolIndex};
 
 /// How long a direct namespace read may take on the request path.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -308,8 +308,8 @@ impl Cluster {
     pub async fn read_claims(
         &self,
         namespace: &str,
-        own: &[(String, crate::claims::ClaimSource<'_>)],
-    ) -> crate::claims::ClaimFacts {
+        own: &[(String, gpu_slicer_core::dra::claims::ClaimSource<'_>)],
+    ) -> gpu_slicer_core::dra::claims::ClaimFacts {
         super::claims::read(&self.client, namespace, own).await
     }
 

@@ -1,7 +1,7 @@
 //! The admission envelope: `AdmissionReview` (admission.k8s.io/v1) in, `AdmissionReview` out.
 //!
 //! Our own lean serde types rather than kube-core's `AdmissionReview<DynamicObject>`: the request is
-//! read borrowed, the pod only where the decision needs it (see [`crate::pod`]), and the patch is sent
+//! read borrowed, the pod only where the decision needs it (see [`gpu_slicer_core::pod`]), and the patch is sent
 //! as the base64 string the API documents (kube-core serializes `patch` as a number array; kube-rs
 //! issue 1781). A test checks both read the captured reviews alike.
 
@@ -12,13 +12,13 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::audit::{self, Entry, Owner};
-use crate::claims::ClaimFacts;
-use crate::engine::{self, Decision, Namespace};
-use crate::mode;
-use crate::nodepool::NodePoolIndex;
-use crate::pod::Pod;
-use crate::policy::Policy;
+use gpu_slicer_core::audit::{self, Entry, Owner};
+use gpu_slicer_core::dra::claims::ClaimFacts;
+use gpu_slicer_core::engine::mode;
+use gpu_slicer_core::engine::{self, Decision, Namespace};
+use gpu_slicer_core::nodepool::NodePoolIndex;
+use gpu_slicer_core::pod::Pod;
+use gpu_slicer_core::policy::Policy;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
@@ -283,11 +283,11 @@ impl Request {
 
     /// The pod's own ResourceClaims (not from gpu-slicer's templates) and what each points at, for the
     /// edge to read before deciding: `(entry name, source)`.
-    pub fn own_claims(&self) -> Vec<(String, crate::claims::ClaimSource<'_>)> {
+    pub fn own_claims(&self) -> Vec<(String, gpu_slicer_core::dra::claims::ClaimSource<'_>)> {
         let Some((pod, _)) = self.pod.as_ref() else {
             return Vec::new();
         };
-        crate::claims::own_claims(pod)
+        gpu_slicer_core::dra::claims::own_claims(pod)
             .map(|(c, source)| (c.name.clone(), source))
             .collect()
     }
@@ -317,7 +317,7 @@ impl Request {
             labels,
             claims,
             |input, decision| match input.rule {
-                Some(rule) => crate::budget::offline_note(decision, rule),
+                Some(rule) => gpu_slicer_core::budget::offline_note(decision, rule),
                 None => decision,
             },
         )
@@ -405,7 +405,7 @@ impl Request {
 #[derive(Debug, Clone, Copy)]
 pub struct GateInput<'a> {
     pub namespace: &'a str,
-    pub rule: Option<&'a crate::policy::Rule>,
+    pub rule: Option<&'a gpu_slicer_core::policy::Rule>,
     pub dry_run: bool,
 }
 

@@ -5,15 +5,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::admission::{self, GateInput};
-use crate::budget;
 use crate::cluster::pod_watch::{self, Counter};
 use crate::cluster::usage::UsageIndex;
-use crate::engine::Decision;
-use crate::equivalents::{self, Units, Usage};
-use crate::pod::Pod;
-use crate::server::App;
-use crate::spend::{self, Row};
+use crate::webhook::admission::{self, GateInput};
+use crate::webhook::server::App;
+use gpu_slicer_core::budget;
+use gpu_slicer_core::engine::Decision;
+use gpu_slicer_core::equivalents::{self, Units, Usage};
+use gpu_slicer_core::pod::Pod;
+use gpu_slicer_core::spend::{self, Row};
 
 /// What `pod` holds in `namespace` under the policy, NodePools and namespace labels in force.
 pub fn usage_of(app: &App, pod: &Pod, namespace: &str) -> Usage {
@@ -58,7 +58,7 @@ pub fn gate(app: &App, input: GateInput<'_>, decision: Decision) -> Decision {
     let (Some(budget), Some(asks)) = (rule.budget, decision.usage) else {
         return decision;
     };
-    if !decision.allowed() || asks.held == equivalents::Gpus::ZERO {
+    if !decision.allowed() || asks.held == gpu_slicer_core::gpus::Gpus::ZERO {
         return decision;
     }
     let Some(index) = app.usage_index() else {
@@ -73,7 +73,7 @@ pub fn gate(app: &App, input: GateInput<'_>, decision: Decision) -> Decision {
     }
     let now = Instant::now();
     let fits = |holding| budget::check(rule, input.namespace, budget, holding, asks);
-    let verdict = if input.dry_run || rule.mode == crate::policy::Mode::Audit {
+    let verdict = if input.dry_run || rule.mode == gpu_slicer_core::policy::Mode::Audit {
         fits(index.holding(input.namespace, now))
     } else {
         index.reserve(input.namespace, asks, now, fits).map(|_| ())

@@ -1,6 +1,7 @@
 //! The webhook's transport: the AdmissionReview envelope, HTTPS and certificates, live reload, metrics.
 
 pub mod admission;
+pub mod audit_log;
 pub mod body_budget;
 pub mod gpu_budget;
 pub mod metrics;

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::policy::Policy;
-use crate::server::App;
+use crate::webhook::server::App;
+use gpu_slicer_core::policy::Policy;
 
 /// What one look at the file found.
 #[derive(Debug, PartialEq, Eq)]

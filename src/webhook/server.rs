@@ -28,14 +28,14 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::admission::{self, BadReview, Labels, StaticFacts};
-use crate::audit::Outcome;
-use crate::claims::ClaimFacts;
 use crate::cluster::{Cluster, Lookup};
-use crate::metrics::{AdmissionLabels, AuditLabels, ErrorLabels, Metrics};
-use crate::nodepool::NodePoolIndex;
-use crate::policy::Policy;
+use crate::webhook::admission::{self, BadReview, Labels, StaticFacts};
 use crate::webhook::body_budget::{BodyBudget, BudgetLimits, ConnectionBudget, Exhausted, Held};
+use crate::webhook::metrics::{AdmissionLabels, AuditLabels, ErrorLabels, Metrics};
+use gpu_slicer_core::audit::Outcome;
+use gpu_slicer_core::dra::claims::ClaimFacts;
+use gpu_slicer_core::nodepool::NodePoolIndex;
+use gpu_slicer_core::policy::Policy;
 
 /// Limits that keep one client from hurting the others.
 #[derive(Debug, Clone)]
@@ -471,7 +471,7 @@ async fn review(app: &App, body: Body, length: Option<usize>, mut held: Held) ->
                         })
                         .inc();
                 }
-                entry.emit();
+                crate::webhook::audit_log::emit(&entry);
             }
             m.duration.observe(started.elapsed().as_secs_f64());
             (

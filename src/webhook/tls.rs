@@ -261,7 +261,7 @@ impl ReloadingCert {
     ) -> tokio::task::JoinHandle<()> {
         let this = Arc::clone(self);
         expiry.set(this.not_after().unwrap_or(0));
-        crate::reload::spawn_every(every, move || match this.reload() {
+        crate::webhook::reload::spawn_every(every, move || match this.reload() {
             Ok(Reload::Unchanged) => {}
             Ok(Reload::Replaced) => {
                 expiry.set(this.not_after().unwrap_or(0));

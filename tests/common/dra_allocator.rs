@@ -22,8 +22,8 @@
 
 use std::collections::BTreeMap;
 
-use gpu_slicer::dra_sharing::ConsumableShares;
-use gpu_slicer::quantity;
+use gpu_slicer_core::policy::dra_sharing::ConsumableShares;
+use gpu_slicer_core::quantity;
 use serde_json::Value;
 
 const MI: u128 = 1 << 20;

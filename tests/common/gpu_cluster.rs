@@ -19,7 +19,7 @@ fn repo(path: &str) -> PathBuf {
 
 fn yaml_docs(path: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(repo(path)).unwrap();
-    gpu_slicer::yaml::documents(&text).unwrap()
+    gpu_slicer_core::yaml::documents(&text).unwrap()
 }
 
 /// RFC 3339, `minutes` ago.
@@ -689,8 +689,8 @@ pub fn resource_slice(node: &str, gpus: usize, mig: bool) -> Value {
 /// The templates gpu-slicer's controller keeps in `namespace` under `policy`, as it writes them
 /// (managed-by label and owner annotation).
 pub fn gpu_slicer_templates(policy: &str, namespace: &str) -> Vec<Value> {
-    use gpu_slicer::cluster::claim_templates::{OWNER_ANNOTATION, desired};
-    let policy = gpu_slicer::policy::Policy::parse(policy, "policy.yaml").unwrap();
+    use gpu_slicer::controller::{OWNER_ANNOTATION, desired};
+    let policy = gpu_slicer_core::policy::Policy::parse(policy, "policy.yaml").unwrap();
     let ns: k8s_openapi::api::core::v1::Namespace =
         serde_json::from_value(self::namespace(namespace, json!({}))).unwrap();
     desired(&policy, &ns)

@@ -12,10 +12,10 @@ pub mod validate;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use gpu_slicer::engine::{self, Decision, Namespace};
-use gpu_slicer::nodepool::NodePoolIndex;
-use gpu_slicer::pod::Pod;
-use gpu_slicer::policy::Policy;
+use gpu_slicer_core::engine::{self, Decision, Namespace};
+use gpu_slicer_core::nodepool::NodePoolIndex;
+use gpu_slicer_core::pod::Pod;
+use gpu_slicer_core::policy::Policy;
 use serde_json::{Value, json};
 
 /// A TLS client trusting `cas` (PEM), speaking `versions` and offering `alpn` (e.g. `h2`).
@@ -54,7 +54,8 @@ pub fn kustomize(dir: &str) -> Vec<Value> {
         "{dir}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    gpu_slicer::yaml::documents(&String::from_utf8_lossy(&out.stdout)).expect("kustomize output")
+    gpu_slicer_core::yaml::documents(&String::from_utf8_lossy(&out.stdout))
+        .expect("kustomize output")
 }
 
 pub fn repo(path: &str) -> PathBuf {
@@ -64,16 +65,17 @@ pub fn repo(path: &str) -> PathBuf {
 /// The contract policy of `../shared/tools/contract` (team-a mig, team-b opt-out, ml-* mig, notebooks
 /// timeslice, serving mps, training exclusive, sandbox deny).
 pub fn contract_policy() -> Policy {
-    Policy::load(&repo("tests/data/policies/contract.yaml")).expect("contract policy")
+    gpu_slicer::policy_source::load_file(&repo("tests/data/policies/contract.yaml"))
+        .expect("contract policy")
 }
 
 pub fn example_policy() -> Policy {
-    Policy::example()
+    gpu_slicer::policy_source::example()
 }
 
 /// The NodePools shipped in `manifests/karpenter`.
 pub fn shipped_pools() -> NodePoolIndex {
-    NodePoolIndex::from_dir(&repo("manifests/karpenter")).expect("shipped NodePools")
+    gpu_slicer::input::nodepools(&repo("manifests/karpenter")).expect("shipped NodePools")
 }
 
 /// A captured AdmissionReview from `tests/data/reviews`.
@@ -244,13 +246,13 @@ pub fn cluster_app(
     policy: Policy,
     pools: NodePoolIndex,
 ) -> (
-    std::sync::Arc<gpu_slicer::server::App>,
+    std::sync::Arc<gpu_slicer::webhook::server::App>,
     std::sync::Arc<gpu_slicer::cluster::Cluster>,
 ) {
-    let app = gpu_slicer::server::App::new(
-        gpu_slicer::admission::StaticFacts { policy, pools },
-        gpu_slicer::metrics::Metrics::new(),
-        gpu_slicer::server::Limits::default(),
+    let app = gpu_slicer::webhook::server::App::new(
+        gpu_slicer::webhook::admission::StaticFacts { policy, pools },
+        gpu_slicer::webhook::metrics::Metrics::new(),
+        gpu_slicer::webhook::server::Limits::default(),
     );
     let cluster = gpu_slicer::cluster::Cluster::start(
         client,

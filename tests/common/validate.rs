@@ -63,7 +63,7 @@ pub fn strict(schema: &mut Value) {
 
 pub fn crd_validator(file: &str, version: &str) -> jsonschema::Validator {
     let text = std::fs::read_to_string(repo(&format!("tests/data/crds/{file}"))).unwrap();
-    let crd = &gpu_slicer::yaml::documents(&text).unwrap()[0];
+    let crd = &gpu_slicer_core::yaml::documents(&text).unwrap()[0];
     let v = crd["spec"]["versions"]
         .as_array()
         .unwrap()
