@@ -103,7 +103,6 @@ fn the_core_crate_reads_no_file_network_environment_or_clock() {
         "thread::sleep",
         "static mut",
         "tracing::",
-        "log::",
     ];
     let mut found = Vec::new();
     for file in rust_files(&root().join("crates/gpu-slicer-core/src")) {
