@@ -278,11 +278,12 @@ fn production_files_and_functions_stay_short() {
         for file in rust_files(&root().join(dir)) {
             let rel = file.strip_prefix(root()).unwrap().display().to_string();
             let text = std::fs::read_to_string(&file).unwrap();
-            let code = production(&text);
-            let lines: Vec<&str> = code.lines().collect();
-            if lines.len() > 800 && !DATA_TABLES.contains(&rel.as_str()) {
-                long.push(format!("{rel}: {} lines", lines.len()));
+            // The whole file counts, its test module too: a reader holds all of it.
+            let total = text.lines().count();
+            if total > 800 && !DATA_TABLES.contains(&rel.as_str()) {
+                long.push(format!("{rel}: {total} lines"));
             }
+            let lines: Vec<&str> = production(&text).lines().collect();
             for (i, line) in lines.iter().enumerate() {
                 let t = line.trim_start();
                 let is_fn = [
