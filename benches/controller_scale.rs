@@ -138,7 +138,7 @@ async fn run(n: usize, every: Duration) -> Result<(), String> {
     );
 
     let started = Instant::now();
-    let controller = controller::spawn_when_needed(client, app.clone(), every);
+    let controller = controller::spawn_when_needed(client, app.policy.clone());
     let per_namespace = |f: &Fake| {
         requests(f)
             .get("GET list templates (namespace)")

@@ -3,7 +3,7 @@
 //!
 //! - A namespace is reconciled when it changes (labels feed `namespaceSelector` rules), when one of the
 //!   templates gpu-slicer manages in it changes or disappears (drift is repaired), and every namespace
-//!   when the policy in force changes (checked on each reload tick).
+//!   when the policy in force is replaced (the reload announces it).
 //! - Reconciling compares what the namespace's rule needs ([`dra::template_objects`]) with the templates
 //!   labelled `app.kubernetes.io/managed-by: gpu-slicer` there: missing or different ones are applied
 //!   (server-side apply, field manager `gpu-slicer`), ones no rule needs any more are deleted. Objects
@@ -27,7 +27,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::Value;
 
-use crate::webhook::server::App;
+use crate::policy_source::LivePolicy;
 use gpu_slicer_core::dra::{self, MANAGED_BY};
 use gpu_slicer_core::policy::{Backend, Policy};
 
@@ -308,25 +308,19 @@ async fn replace(
 
 struct Context {
     client: Client,
-    app: Arc<App>,
+    policy: Arc<LivePolicy>,
     events: Recorder,
 }
 
 /// Runs the controller until the process ends: reconciles every namespace on start, on namespace
-/// and managed-template changes, and on every policy change seen by polling `app.policy` each
-/// `every`.
-pub async fn run(client: Client, app: Arc<App>, every: Duration) {
+/// and managed-template changes, and on every replacement of the policy in force (announced by
+/// [`LivePolicy`], not polled).
+pub async fn run(client: Client, policy: Arc<LivePolicy>) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let templates: Api<ResourceClaimTemplate> = Api::all(client.clone());
-    let start = (app.clone(), app.policy.load_full());
-    let policy_changes = futures_util::stream::unfold(start, move |(app, last)| async move {
-        loop {
-            tokio::time::sleep(every).await;
-            let now = app.policy.load_full();
-            if !Arc::ptr_eq(&now, &last) {
-                return Some(((), (app, now)));
-            }
-        }
+    let policy_changes = futures_util::stream::unfold(policy.subscribe(), |mut changes| async {
+        changes.changed().await.ok()?;
+        Some(((), changes))
     });
     let events = Recorder::new(
         client.clone(),
@@ -337,7 +331,7 @@ pub async fn run(client: Client, app: Arc<App>, every: Duration) {
     );
     let context = Arc::new(Context {
         client,
-        app,
+        policy,
         events,
     });
     Controller::new(namespaces, watcher::Config::default())
@@ -357,7 +351,7 @@ pub async fn run(client: Client, app: Arc<App>, every: Duration) {
 }
 
 async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, SyncError> {
-    let policy = ctx.app.policy.load_full();
+    let policy = ctx.policy.load_full();
     let sync = reconcile_namespace(&ctx.client, &policy, &namespace).await?;
     for name in &sync.held {
         let note = format!(
@@ -390,16 +384,15 @@ fn error_policy(_: Arc<Namespace>, error: &SyncError, _: Arc<Context>) -> Action
 
 /// Starts [`run`] as soon as the policy in force has a `dra` rule (at once, or after a reload that
 /// adds one), so clusters without DRA never watch ResourceClaimTemplates.
-pub fn spawn_when_needed(
-    client: Client,
-    app: Arc<App>,
-    every: Duration,
-) -> tokio::task::JoinHandle<()> {
+pub fn spawn_when_needed(client: Client, policy: Arc<LivePolicy>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        while !needs_templates(&app.policy.load()) {
-            tokio::time::sleep(every).await;
+        let mut changes = policy.subscribe();
+        while !needs_templates(&policy.load()) {
+            if changes.changed().await.is_err() {
+                return;
+            }
         }
         tracing::info!("policy has DRA rules: keeping ResourceClaimTemplates in their namespaces");
-        run(client, app, every).await;
+        run(client, policy).await;
     })
 }

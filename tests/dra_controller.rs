@@ -34,11 +34,7 @@ const MIG: &str = "  - {name: infer, namespaces: [infer-*], action: mig, backend
 const LABELLED: &str = "  - {name: train, namespaceSelector: {matchLabels: {gpu: dra}}, action: exclusive, backend: dra, maxPerContainer: 2}\n";
 
 /// Starts the controller (via `spawn_when_needed`) for an app holding `policy`, against the fake API.
-fn start_controller(
-    addr: SocketAddr,
-    policy: Policy,
-    every: Duration,
-) -> (Arc<App>, tokio::task::JoinHandle<()>) {
+fn start_controller(addr: SocketAddr, policy: Policy) -> (Arc<App>, tokio::task::JoinHandle<()>) {
     let app = App::new(
         StaticFacts {
             policy,
@@ -49,7 +45,7 @@ fn start_controller(
     );
     let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
     let client = kube::Client::try_from(config).unwrap();
-    let handle = gpu_slicer::controller::spawn_when_needed(client, app.clone(), every);
+    let handle = gpu_slicer::controller::spawn_when_needed(client, app.policy.clone());
     (app, handle)
 }
 
@@ -84,11 +80,7 @@ async fn templates_follow_the_policy_and_the_namespaces_and_nothing_else_is_touc
         "managedFields": [{"manager": "gpu-slicer", "operation": "Apply", "apiVersion": "resource.k8s.io/v1", "fieldsType": "FieldsV1", "fieldsV1": {}}]}, "spec": {"spec": {"devices": {"requests": []}}}}));
     fake.put_template("other", json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate", "metadata": {"name": "gpu-slicer-gpu-x2", "labels": {"app.kubernetes.io/managed-by": "gpu-slicer"}}, "spec": {"spec": {"devices": {"requests": []}}}}));
 
-    let (app, controller) = start_controller(
-        addr,
-        policy(&format!("{MIG}{LABELLED}")),
-        Duration::from_millis(50),
-    );
+    let (app, controller) = start_controller(addr, policy(&format!("{MIG}{LABELLED}")));
 
     // Created where a DRA rule matches; the stale one deleted; theirs untouched.
     eventually("infer-a has its template", || {
@@ -198,7 +190,7 @@ async fn without_dra_rules_the_controller_never_starts() {
     let (addr, fake) = start().await;
     fake.set_namespace("other", json!({}));
     fake.put_template("other", json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate", "metadata": {"name": "gpu-slicer-gpu", "labels": {"app.kubernetes.io/managed-by": "gpu-slicer"}}, "spec": {"spec": {"devices": {"requests": []}}}}));
-    let (_app, controller) = start_controller(addr, example_policy(), Duration::from_millis(20));
+    let (_app, controller) = start_controller(addr, example_policy());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(fake.writes().is_empty());
     assert_eq!(fake.templates_in("other").len(), 1);
@@ -226,7 +218,6 @@ async fn a_name_held_by_someone_else_is_left_alone_named_in_an_event_and_the_res
         policy(
             "  - {name: infer, namespaces: [infer-*], action: mig, backend: dra, mig: {profile: 1g.10gb, allowedProfiles: [1g.10gb, 2g.20gb]}}\n",
         ),
-        Duration::from_millis(50),
     );
     eventually("the other template is still made", || {
         fake.templates_in("infer-a")
@@ -274,7 +265,7 @@ async fn templates_live_pods_reference_are_kept_until_the_pods_finish() {
         .pods
         .insert(("infer-a".into(), "p".into()), pod("Pending"));
     // The rule no longer offers 3g.40gb: the template goes, but only once no live pod needs it.
-    let (_app, controller) = start_controller(addr, policy(MIG), Duration::from_millis(50));
+    let (_app, controller) = start_controller(addr, policy(MIG));
     eventually("the rule's template is made", || {
         fake.templates_in("infer-a")
             .contains_key("gpu-slicer-mig-1g.10gb")

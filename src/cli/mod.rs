@@ -572,7 +572,7 @@ async fn serve_async(args: ServeArgs) -> Result<(), String> {
         PolicyReloader::new(path.clone(), policy_bytes, app.clone()).spawn(every);
     }
     if let Some(client) = cluster_client(&args).await? {
-        crate::controller::spawn_when_needed(client.clone(), app.clone(), every);
+        crate::controller::spawn_when_needed(client.clone(), app.policy.clone());
         let client_for_pods = client.clone();
         let cluster = Cluster::start(
             client,
@@ -928,7 +928,7 @@ async fn cluster_policy(
             path.display().to_string(),
         )),
         None => {
-            let loaded = doctor::read::policy_from_configmap(client)
+            let loaded = crate::policy_source::from_configmap(client)
                 .await
                 .map_err(|e| e.why())?;
             Ok((loaded.policy, loaded.source))

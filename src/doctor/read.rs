@@ -14,22 +14,15 @@ use kube::{Api, Client};
 use serde_json::Value;
 
 use super::snapshot::{
-    ClusterSnapshot, GpuOperator, LoadedPolicy, NoPolicy, NodeClaimInfo, NodeInfo, OverlayInfo,
-    PodInfo, Read, SliceInfo, TemplateInfo,
+    ClusterSnapshot, GpuOperator, NodeClaimInfo, NodeInfo, OverlayInfo, PodInfo, Read, SliceInfo,
+    TemplateInfo,
 };
 use crate::cluster::kubeapi::{self, ApiError, Listed};
+use crate::policy_source::PolicySource;
 use gpu_slicer_core::dra;
 use gpu_slicer_core::gpu_operator::GpuOperatorConfigs;
 use gpu_slicer_core::nodepool::NodePool;
-use gpu_slicer_core::policy::Policy;
 
-/// Where `manifests/webhook` deploys the policy: ConfigMap `gpu-slicer-policy` in namespace
-/// `gpu-slicer`, key `policy.yaml` (manifests/policy/kustomization.yaml, base/kustomization.yaml).
-pub const POLICY_NAMESPACE: &str = "gpu-slicer";
-/// The policy ConfigMap's name (see [`POLICY_NAMESPACE`]).
-pub const POLICY_CONFIGMAP: &str = "gpu-slicer-policy";
-/// The policy ConfigMap's data key (see [`POLICY_NAMESPACE`]).
-pub const POLICY_KEY: &str = "policy.yaml";
 /// Where the GPU Operator's ConfigMaps are looked for when its ClusterPolicy does not say.
 pub const GPU_OPERATOR_NAMESPACE: &str = "gpu-operator";
 
@@ -71,23 +64,14 @@ pub async fn read(
     client: &Client,
     policy_file: Option<&Path>,
 ) -> Result<ClusterSnapshot, ReadError> {
-    let file_policy = match policy_file {
-        Some(path) => Some(
-            crate::policy_source::load_file(path)
-                .map(|policy| LoadedPolicy {
-                    policy,
-                    source: format!("--policy {}", path.display()),
-                    // Kind/name: the file's name (the message has the whole path).
-                    object: format!(
-                        "SlicingPolicy/{}",
-                        path.file_name().map_or(path.display().to_string(), |n| n
-                            .to_string_lossy()
-                            .into_owned())
-                    ),
-                })
+    let source = PolicySource::file_or_configmap(policy_file);
+    let file_policy = match &source {
+        PolicySource::ConfigMap => None,
+        offline => Some(
+            offline
+                .read_offline()
                 .map_err(|e| ReadError::Policy(e.to_string()))?,
         ),
-        None => None,
     };
     // Only GPU pods (GPU resources, or gpu-slicer claims) matter to the checks: drop the rest as each
     // page arrives.
@@ -120,7 +104,7 @@ pub async fn read(
     let policy = async {
         match file_policy {
             Some(p) => Ok(p),
-            None => policy_from_configmap(client).await,
+            None => crate::policy_source::from_configmap(client).await,
         }
     };
     let gpu_operator = gpu_operator(client);
@@ -207,38 +191,6 @@ async fn read_dra(
     )
 }
 
-/// The policy the webhook runs, from its ConfigMap as `manifests/webhook` deploys it.
-pub async fn policy_from_configmap(client: &Client) -> Result<LoadedPolicy, NoPolicy> {
-    let at = format!("ConfigMap {POLICY_NAMESPACE}/{POLICY_CONFIGMAP}");
-    let cm = kubeapi::get_namespaced::<ConfigMap>(client, POLICY_NAMESPACE, POLICY_CONFIGMAP)
-        .await
-        .map_err(|e| NoPolicy::Absent(format!("{e}; give --policy FILE")))?
-        .ok_or_else(|| {
-            NoPolicy::Absent(format!(
-                "no policy: {at} (where manifests/webhook puts it) does not exist; give --policy FILE"
-            ))
-        })?;
-    let source = format!("{at} (key {POLICY_KEY})");
-    let object = format!("ConfigMap/{POLICY_NAMESPACE}/{POLICY_CONFIGMAP}");
-    let text = cm
-        .data
-        .as_ref()
-        .and_then(|d| d.get(POLICY_KEY))
-        .ok_or_else(|| NoPolicy::Invalid {
-            object: object.clone(),
-            message: format!("{at} has no data key {POLICY_KEY}"),
-        })?;
-    let policy = Policy::parse(text, &source).map_err(|e| NoPolicy::Invalid {
-        object: object.clone(),
-        message: e.to_string(),
-    })?;
-    Ok(LoadedPolicy {
-        policy,
-        source,
-        object,
-    })
-}
-
 /// The GPU Operator: its ClusterPolicy and the mig-parted / device plugin ConfigMaps it names.
 async fn gpu_operator(client: &Client) -> Read<GpuOperator> {
     let listed = list_custom(client, kubeapi::cluster_policies(), |o| Some(as_value(o))).await;
@@ -295,6 +247,7 @@ async fn gpu_operator(client: &Client) -> Read<GpuOperator> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy_source::{POLICY_CONFIGMAP, POLICY_KEY, POLICY_NAMESPACE};
 
     #[test]
     fn the_policy_configmap_is_where_the_shipped_manifests_put_it() {

@@ -16,7 +16,6 @@ use gpu_slicer_core::annotations::EXCLUSIVE_ANNOTATION;
 use gpu_slicer_core::gpu_operator::GpuOperatorConfigs;
 use gpu_slicer_core::nodepool::{NodePool, Requirement};
 use gpu_slicer_core::pod::Toleration;
-use gpu_slicer_core::policy::Policy;
 use gpu_slicer_core::quantity;
 
 /// Karpenter sets this label on a node once every requested resource is registered.
@@ -414,36 +413,8 @@ impl TemplateInfo {
     }
 }
 
-/// The policy doctor judged the cluster by, and where it came from.
-#[derive(Debug, Clone)]
-pub struct LoadedPolicy {
-    pub policy: Policy,
-    /// For people: `--policy FILE` or `ConfigMap gpu-slicer/gpu-slicer-policy (key policy.yaml)`.
-    pub source: String,
-    /// For findings: `ConfigMap/gpu-slicer/gpu-slicer-policy`, or `SlicingPolicy/FILE`.
-    pub object: String,
-}
-
-/// Why there is no policy to judge by.
-#[derive(Debug, Clone)]
-pub enum NoPolicy {
-    /// Not found or not readable, and no `--policy` given: policy checks are skipped.
-    Absent(String),
-    /// The webhook's ConfigMap holds a policy that does not load: itself a finding.
-    Invalid { object: String, message: String },
-}
-
-impl NoPolicy {
-    /// The sentence for "skipped: ...".
-    pub fn why(&self) -> String {
-        match self {
-            NoPolicy::Absent(why) => why.clone(),
-            NoPolicy::Invalid { object, message } => {
-                format!("the policy in {object} does not load: {message}")
-            }
-        }
-    }
-}
+/// The policy doctor judged the cluster by, and why there may be none: read by [`crate::policy_source`].
+pub use crate::policy_source::{LoadedPolicy, NoPolicy};
 
 /// The GPU Operator as read from its ClusterPolicy and the ConfigMaps it names.
 #[derive(Debug, Clone)]

@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::cluster::{Cluster, Lookup};
+use crate::policy_source::LivePolicy;
 use crate::webhook::admission::{self, BadReview, Labels, StaticFacts};
 use crate::webhook::body_budget::{BodyBudget, BudgetLimits, ConnectionBudget, Exhausted, Held};
 use crate::webhook::metrics::{AdmissionLabels, AuditLabels, ErrorLabels, Metrics};
@@ -103,8 +104,9 @@ impl Default for Limits {
 
 /// Everything a request handler reads.
 pub struct App {
-    /// The policy in force; replaced whole on reload, so no request sees half of one.
-    pub policy: ArcSwap<Policy>,
+    /// The policy in force; replaced whole on reload, so no request sees half of one. Shared with
+    /// the template controller, which follows its replacements.
+    pub policy: Arc<LivePolicy>,
     /// NodePools, from `--nodepools` or the cluster watch; replaced whole on every change.
     pub pools: Arc<ArcSwap<NodePoolIndex>>,
     cluster: OnceLock<Arc<Cluster>>,
@@ -137,7 +139,7 @@ impl App {
                 .map_or(0, |d| d.as_secs() as i64),
         );
         Arc::new(App {
-            policy: ArcSwap::from_pointee(facts.policy),
+            policy: Arc::new(LivePolicy::new(facts.policy)),
             pools: Arc::new(ArcSwap::from_pointee(facts.pools)),
             cluster: OnceLock::new(),
             usage: OnceLock::new(),
@@ -186,7 +188,7 @@ impl App {
     /// Puts a new valid policy in force, atomically between requests.
     pub fn replace_policy(&self, policy: Policy) {
         let rules = policy.rules.len();
-        self.policy.store(Arc::new(policy));
+        self.policy.replace(policy);
         let mut status = self.policy_status.lock().unwrap_or_else(|p| p.into_inner());
         status.generation += 1;
         status.last_error = None;
