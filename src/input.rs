@@ -91,40 +91,6 @@ fn describe(kind: std::fs::FileType) -> &'static str {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn over_the_limit_is_an_error_naming_the_limit() {
-        let err = capped(io::repeat(b'a')).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
-        assert!(err.to_string().contains("64 MiB"), "{err}");
-        let at_limit = capped(io::repeat(b'a').take(MAX_INPUT_BYTES)).unwrap();
-        assert_eq!(at_limit.len() as u64, MAX_INPUT_BYTES);
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn devices_and_directories_are_refused_before_opening() {
-        let err = read_bytes(Path::new("/dev/zero")).unwrap_err();
-        assert!(
-            err.to_string().contains("not a regular file (a device)"),
-            "{err}"
-        );
-        let err = read_bytes(Path::new("/")).unwrap_err();
-        assert!(err.to_string().contains("a directory"), "{err}");
-    }
-
-    #[test]
-    fn invalid_utf8_is_invalid_data() {
-        assert_eq!(
-            utf8(vec![0xff]).unwrap_err().kind(),
-            io::ErrorKind::InvalidData
-        );
-    }
-}
-
 /// Every document of every `*.yaml` / `*.yml` file directly in `dir`, sorted by file name, with the
 /// file each came from (each read through [`read_text`], so capped in size). Errors are
 /// `(path, message)`.
@@ -170,4 +136,38 @@ pub fn driver_values(path: &Path) -> Result<DriverValues, String> {
     let source = path.display().to_string();
     let text = read_text(path).map_err(|e| format!("{source}: {e}"))?;
     DriverValues::from_text(&text, source)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn over_the_limit_is_an_error_naming_the_limit() {
+        let err = capped(io::repeat(b'a')).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
+        assert!(err.to_string().contains("64 MiB"), "{err}");
+        let at_limit = capped(io::repeat(b'a').take(MAX_INPUT_BYTES)).unwrap();
+        assert_eq!(at_limit.len() as u64, MAX_INPUT_BYTES);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn devices_and_directories_are_refused_before_opening() {
+        let err = read_bytes(Path::new("/dev/zero")).unwrap_err();
+        assert!(
+            err.to_string().contains("not a regular file (a device)"),
+            "{err}"
+        );
+        let err = read_bytes(Path::new("/")).unwrap_err();
+        assert!(err.to_string().contains("a directory"), "{err}");
+    }
+
+    #[test]
+    fn invalid_utf8_is_invalid_data() {
+        assert_eq!(
+            utf8(vec![0xff]).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+    }
 }

@@ -301,17 +301,17 @@ fn production_files_and_functions_stay_short() {
                 // rustfmt closes a body at the indentation its signature starts at.
                 let indent = line.len() - t.len();
                 let close = format!("{}}}", " ".repeat(indent));
-                if let Some(len) = lines[i + 1..].iter().position(|l| *l == close) {
-                    if len + 2 > 120 {
-                        let name: String = t
-                            .split("fn ")
-                            .nth(1)
-                            .unwrap_or("")
-                            .chars()
-                            .take_while(|c| c.is_alphanumeric() || *c == '_')
-                            .collect();
-                        long.push(format!("{rel}:{}: fn {name}: {} lines", i + 1, len + 2));
-                    }
+                if let Some(len) = lines[i + 1..].iter().position(|l| *l == close)
+                    && len + 2 > 120
+                {
+                    let name: String = t
+                        .split("fn ")
+                        .nth(1)
+                        .unwrap_or("")
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    long.push(format!("{rel}:{}: fn {name}: {} lines", i + 1, len + 2));
                 }
             }
         }

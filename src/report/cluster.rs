@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::read::Document;
 use crate::cluster::kubeapi::{self, ApiError, Listed};
+use crate::cluster::workloads;
 use gpu_slicer_core::nodepool::{NodePool, NodePoolIndex};
 
 /// Where cluster objects say they come from, in rows and skipped lines.
@@ -27,25 +28,12 @@ pub struct ClusterRead {
     pub pools: Option<NodePoolIndex>,
 }
 
-/// The object as JSON with its `kind` (list items come without it); `None` for one that another
-/// workload controls.
-fn keep<K>(obj: K) -> Option<Document>
-where
-    K: k8s_openapi::Resource + serde::Serialize,
-{
-    let mut v = serde_json::to_value(obj).ok()?;
-    let owned = v
-        .pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array)
-        .is_some_and(|refs| refs.iter().any(|r| r["controller"] == Value::Bool(true)));
-    let kind = K::KIND;
-    // Deployments, StatefulSets, DaemonSets and CronJobs are reported even when an operator owns
-    // them: their templates are what the webhook will see.
-    if owned && matches!(kind, "ReplicaSet" | "Job" | "Pod") {
-        return None;
-    }
-    v["kind"] = Value::from(kind);
-    Some((ORIGIN.to_string(), v))
+/// Whether the report lists this object: not one another workload controls (only their owner is
+/// reported). Deployments, StatefulSets, DaemonSets and CronJobs are reported even when an operator
+/// owns them: their templates are what the webhook will see.
+fn reported(object: &Value) -> bool {
+    let kind = object["kind"].as_str().unwrap_or_default();
+    !(matches!(kind, "ReplicaSet" | "Job" | "Pod") && workloads::controlled(object))
 }
 
 async fn list<K>(client: &Client, out: &mut Vec<Document>) -> Result<(), ApiError>
@@ -57,14 +45,8 @@ where
         + Clone
         + std::fmt::Debug,
 {
-    let what = format!("listing {}", K::plural(&()));
-    let api = Api::<K>::all(client.clone());
-    // Built-in kinds are always served: a 404 would be a broken API server, read as "none".
-    out.extend(
-        kubeapi::list_pages(&api, &what, keep::<K>)
-            .await?
-            .unwrap_or_default(),
-    );
+    let objects = workloads::list::<K>(client, reported).await?;
+    out.extend(objects.into_iter().map(|v| (ORIGIN.to_string(), v)));
     Ok(())
 }
 

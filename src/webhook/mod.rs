@@ -6,6 +6,7 @@ pub mod body_budget;
 pub mod gpu_budget;
 pub mod metrics;
 pub mod reload;
+pub mod serve;
 pub mod server;
 pub mod tls;
 pub mod usage_metrics;

@@ -473,7 +473,7 @@ async fn review(app: &App, body: Body, length: Option<usize>, mut held: Held) ->
                         })
                         .inc();
                 }
-                crate::webhook::audit_log::emit(&entry);
+                crate::webhook::audit_log::emit(entry);
             }
             m.duration.observe(started.elapsed().as_secs_f64());
             (

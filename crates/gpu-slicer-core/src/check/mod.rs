@@ -185,122 +185,9 @@ fn check_instance(
         return;
     }
     match rule.action {
-        Action::Mig => {
-            if !gpu.supports_mig() {
-                err(format!(
-                    "instance type {} carries {}, which has no MIG",
-                    it.name, gpu.name
-                ));
-                return;
-            }
-            for p in &rule.allowed_profiles {
-                if gpu.mig_profile(p).is_none() {
-                    let have: Vec<_> = gpu.mig_profiles.iter().map(|m| m.name).collect();
-                    err(format!(
-                        "MIG profile {p} does not exist on {} ({}), which has {}",
-                        gpu.name,
-                        it.name,
-                        have.join(", ")
-                    ));
-                }
-            }
-            let Some(config) = mig_config else {
-                err(format!(
-                    "has no {MIG_CONFIG_LABEL} template label, so mig-manager leaves its GPUs whole"
-                ));
-                return;
-            };
-            match ops.mig.layout(config, gpu) {
-                None => {
-                    let hint = if ops.mig_is_default {
-                        ""
-                    } else {
-                        " (the custom mig-parted config replaces the GPU Operator's defaults)"
-                    };
-                    err(format!(
-                        "{MIG_CONFIG_LABEL}={config} is not a config in {}{hint}",
-                        ops.mig.source
-                    ));
-                }
-                Some(None) => err(format!(
-                    "MIG config {config} has no entry for {} ({})",
-                    gpu.name, it.name
-                )),
-                Some(Some(MigLayout::Disabled)) => {
-                    err(format!("MIG config {config} turns MIG off on {}", it.name))
-                }
-                Some(Some(MigLayout::Enabled(devices))) => {
-                    let makes: Vec<String> =
-                        devices.iter().map(|(p, n)| format!("{p} x{n}")).collect();
-                    for p in &rule.allowed_profiles {
-                        if !devices.contains_key(p) && gpu.mig_profile(p).is_some() {
-                            err(format!(
-                                "profile {p} is not in MIG config {config}, which makes {} per {} GPU ({})",
-                                makes.join(", "),
-                                gpu.name,
-                                it.name
-                            ));
-                        }
-                    }
-                }
-            }
-            check_mig_naming(rule, pool, it, ops, err);
-        }
+        Action::Mig => check_mig_instance(rule, pool, it, ops, mig_config, err),
         Action::Timeslice | Action::Mps => {
-            let want = if rule.action == Action::Mps {
-                SharingMode::Mps
-            } else {
-                SharingMode::TimeSlicing
-            };
-            let resource = rule.shared_resource.as_deref().unwrap_or("");
-            let Some(name) = plugin_name else {
-                err(format!(
-                    "has no {DEVICE_PLUGIN_CONFIG_LABEL} template label, so its GPUs are not shared"
-                ));
-                return;
-            };
-            let Some(config) = plugin else {
-                return; // reported above, or no --gpu-operator (noted)
-            };
-            let Some((mode, shared)) = config.sharing() else {
-                err(format!(
-                    "device plugin config {name} does not share GPUs (no sharing.timeSlicing or sharing.mps resources)"
-                ));
-                return;
-            };
-            if mode != want {
-                err(format!(
-                    "rule action {} but device plugin config {name} uses {}",
-                    rule.action.as_str(),
-                    mode.as_str()
-                ));
-                return;
-            }
-            match karpenter::node_resources(pool, it, ops) {
-                Err(e) => err(e),
-                Ok(res) if res.get(resource).copied().unwrap_or(0) > 0 => {}
-                Ok(res) => {
-                    let advertised: Vec<String> = res
-                        .iter()
-                        .filter(|(_, n)| **n > 0)
-                        .map(|(k, n)| format!("{k} x{n}"))
-                        .collect();
-                    let unrenamed = shared
-                        .resources
-                        .iter()
-                        .any(|r| shared.advertised_name(r) == r.name);
-                    let hint = if unrenamed && !shared.rename_by_default {
-                        " (renameByDefault is false: set renameByDefault: true, or shared.resourceName to the unrenamed name)"
-                    } else {
-                        ""
-                    };
-                    err(format!(
-                        "device plugin config {name} advertises {} on {}, not {resource}{hint}",
-                        advertised.join(", "),
-                        it.name
-                    ));
-                }
-            }
+            check_shared_instance(rule, pool, it, ops, plugin_name, plugin, err)
         }
         Action::Exclusive => {
             if mig_on {
@@ -319,6 +206,144 @@ fn check_instance(
             }
         }
         Action::Deny | Action::Passthrough => {}
+    }
+}
+
+/// A `mig` rule on one instance type: the GPU has MIG and the profiles, the NodePool's mig-parted
+/// config exists, turns MIG on and makes the profiles, and the slices are named as the rule says.
+fn check_mig_instance(
+    rule: &Rule,
+    pool: &NodePool,
+    it: &InstanceType,
+    ops: &GpuOperatorConfigs,
+    mig_config: Option<&String>,
+    err: &mut impl FnMut(String),
+) {
+    let gpu = it.gpu;
+    if !gpu.supports_mig() {
+        err(format!(
+            "instance type {} carries {}, which has no MIG",
+            it.name, gpu.name
+        ));
+        return;
+    }
+    for p in &rule.allowed_profiles {
+        if gpu.mig_profile(p).is_none() {
+            let have: Vec<_> = gpu.mig_profiles.iter().map(|m| m.name).collect();
+            err(format!(
+                "MIG profile {p} does not exist on {} ({}), which has {}",
+                gpu.name,
+                it.name,
+                have.join(", ")
+            ));
+        }
+    }
+    let Some(config) = mig_config else {
+        err(format!(
+            "has no {MIG_CONFIG_LABEL} template label, so mig-manager leaves its GPUs whole"
+        ));
+        return;
+    };
+    match ops.mig.layout(config, gpu) {
+        None => {
+            let hint = if ops.mig_is_default {
+                ""
+            } else {
+                " (the custom mig-parted config replaces the GPU Operator's defaults)"
+            };
+            err(format!(
+                "{MIG_CONFIG_LABEL}={config} is not a config in {}{hint}",
+                ops.mig.source
+            ));
+        }
+        Some(None) => err(format!(
+            "MIG config {config} has no entry for {} ({})",
+            gpu.name, it.name
+        )),
+        Some(Some(MigLayout::Disabled)) => {
+            err(format!("MIG config {config} turns MIG off on {}", it.name))
+        }
+        Some(Some(MigLayout::Enabled(devices))) => {
+            let makes: Vec<String> = devices.iter().map(|(p, n)| format!("{p} x{n}")).collect();
+            for p in &rule.allowed_profiles {
+                if !devices.contains_key(p) && gpu.mig_profile(p).is_some() {
+                    err(format!(
+                        "profile {p} is not in MIG config {config}, which makes {} per {} GPU ({})",
+                        makes.join(", "),
+                        gpu.name,
+                        it.name
+                    ));
+                }
+            }
+        }
+    }
+    check_mig_naming(rule, pool, it, ops, err);
+}
+
+/// A `timeslice` or `mps` rule on one instance type: the NodePool names a device plugin config that
+/// shares GPUs the rule's way and advertises the rule's resource.
+fn check_shared_instance(
+    rule: &Rule,
+    pool: &NodePool,
+    it: &InstanceType,
+    ops: &GpuOperatorConfigs,
+    plugin_name: Option<&String>,
+    plugin: Option<&crate::gpu_operator::DevicePluginConfig>,
+    err: &mut impl FnMut(String),
+) {
+    let want = if rule.action == Action::Mps {
+        SharingMode::Mps
+    } else {
+        SharingMode::TimeSlicing
+    };
+    let resource = rule.shared_resource.as_deref().unwrap_or("");
+    let Some(name) = plugin_name else {
+        err(format!(
+            "has no {DEVICE_PLUGIN_CONFIG_LABEL} template label, so its GPUs are not shared"
+        ));
+        return;
+    };
+    let Some(config) = plugin else {
+        return; // reported above, or no --gpu-operator (noted)
+    };
+    let Some((mode, shared)) = config.sharing() else {
+        err(format!(
+            "device plugin config {name} does not share GPUs (no sharing.timeSlicing or sharing.mps resources)"
+        ));
+        return;
+    };
+    if mode != want {
+        err(format!(
+            "rule action {} but device plugin config {name} uses {}",
+            rule.action.as_str(),
+            mode.as_str()
+        ));
+        return;
+    }
+    match karpenter::node_resources(pool, it, ops) {
+        Err(e) => err(e),
+        Ok(res) if res.get(resource).copied().unwrap_or(0) > 0 => {}
+        Ok(res) => {
+            let advertised: Vec<String> = res
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| format!("{k} x{n}"))
+                .collect();
+            let unrenamed = shared
+                .resources
+                .iter()
+                .any(|r| shared.advertised_name(r) == r.name);
+            let hint = if unrenamed && !shared.rename_by_default {
+                " (renameByDefault is false: set renameByDefault: true, or shared.resourceName to the unrenamed name)"
+            } else {
+                ""
+            };
+            err(format!(
+                "device plugin config {name} advertises {} on {}, not {resource}{hint}",
+                advertised.join(", "),
+                it.name
+            ));
+        }
     }
 }
 

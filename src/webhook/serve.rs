@@ -1,0 +1,158 @@
+//! `serve`, assembled in one place from its [`Config`]: the policy and its reload, the NodePools,
+//! the certificate and its reload, cluster mode (the watches, the Pod watch behind budgets, the DRA
+//! template controller) and the router, bound to its address; [`Server::run`] serves until SIGTERM
+//! and drains. The command line only builds the `Config`, sets up logging and says where it listens.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gpu_slicer_core::nodepool::NodePoolIndex;
+use gpu_slicer_core::policy::Policy;
+
+use crate::cluster::Cluster;
+use crate::webhook::admission::StaticFacts;
+use crate::webhook::metrics::Metrics;
+use crate::webhook::reload::PolicyReloader;
+use crate::webhook::server::{self, App, Bound, Limits};
+use crate::webhook::tls;
+
+/// Where the serving certificate comes from.
+#[derive(Debug, Clone)]
+pub enum Certificate {
+    /// `--tls-cert` and `--tls-key` (cert-manager's Secret, re-read on change).
+    Files { cert: PathBuf, key: PathBuf },
+    /// A dev CA and certificate for localhost in this directory, created when absent.
+    Dev(PathBuf),
+}
+
+/// Everything `serve` is configured with.
+pub struct Config {
+    /// The policy file, re-read every `reload_every`; `None`: the embedded example.
+    pub policy_file: Option<PathBuf>,
+    /// `--nodepools`: NodePools from a directory instead of the cluster's.
+    pub nodepools: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub certificate: Certificate,
+    /// How often the policy file and the certificate are re-read.
+    pub reload_every: Duration,
+    /// Cluster mode's client; `None` offline.
+    pub cluster: Option<kube::Client>,
+}
+
+/// A server bound to its address, not yet serving.
+pub struct Server {
+    app: Arc<App>,
+    bound: Bound,
+    tls: Arc<rustls::ServerConfig>,
+    limits: Limits,
+}
+
+/// The policy in `file` and the bytes it was parsed from, or the embedded example.
+fn initial_policy(file: Option<&PathBuf>) -> Result<(Policy, Vec<u8>), String> {
+    let Some(path) = file else {
+        return Ok((crate::policy_source::example(), Vec::new()));
+    };
+    let bytes =
+        crate::input::read_bytes(path).map_err(|e| format!("--policy {}: {e}", path.display()))?;
+    let policy = Policy::parse(
+        &String::from_utf8_lossy(&bytes),
+        &path.display().to_string(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((policy, bytes))
+}
+
+fn certificate_files(certificate: &Certificate) -> Result<(PathBuf, PathBuf), String> {
+    match certificate {
+        Certificate::Files { cert, key } => Ok((cert.clone(), key.clone())),
+        Certificate::Dev(dir) => {
+            let dev = tls::ensure_dev_certs(dir).map_err(|e| e.to_string())?;
+            if dev.created {
+                tracing::info!(ca = %dev.ca.display(), "created a dev CA and serving certificate (localhost, 127.0.0.1); trust the CA to call the webhook");
+            } else {
+                tracing::info!(ca = %dev.ca.display(), cert = %dev.cert.display(), "using existing dev certificates");
+            }
+            Ok((dev.cert, dev.key))
+        }
+    }
+}
+
+/// Cluster mode: the template controller, the Namespace and NodePool watches, the Pod watch.
+fn start_cluster_mode(app: &Arc<App>, client: kube::Client, pools_from_cluster: bool) {
+    crate::controller::spawn_when_needed(client.clone(), app.policy.clone());
+    let cluster = Cluster::start(
+        client.clone(),
+        app.pools.clone(),
+        pools_from_cluster,
+        app.metrics.cluster.clone(),
+    );
+    app.attach_cluster(cluster);
+    crate::webhook::gpu_budget::start_watch(app, client);
+    tracing::info!(
+        "cluster mode: watching Namespaces and NodePools; ready once the caches have synced"
+    );
+}
+
+impl Server {
+    /// Loads what the configuration names, starts the reloads and watches, and binds the address.
+    pub async fn start(config: Config) -> Result<Server, String> {
+        let (policy, policy_bytes) = initial_policy(config.policy_file.as_ref())?;
+        let pools = match &config.nodepools {
+            Some(dir) => crate::input::nodepools(dir).map_err(|e| e.to_string())?,
+            None => NodePoolIndex::default(),
+        };
+        tracing::info!(
+            policy = %config.policy_file.as_ref().map_or("embedded example".into(), |p| p.display().to_string()),
+            rules = policy.rules.len(),
+            node_pools = pools.len(),
+            "policy loaded"
+        );
+        let (cert, key) = certificate_files(&config.certificate)?;
+        let every = config.reload_every;
+        let resolver = Arc::new(tls::ReloadingCert::load(&cert, &key).map_err(|e| e.to_string())?);
+        let tls = tls::server_config(resolver.clone()).map_err(|e| e.to_string())?;
+        let limits = Limits::default();
+        let app = App::new(
+            StaticFacts { policy, pools },
+            Metrics::new(),
+            limits.clone(),
+        );
+        resolver.spawn_poll(every, app.metrics.certificate_expiry.clone());
+        if let Some(path) = &config.policy_file {
+            PolicyReloader::new(path.clone(), policy_bytes, app.clone()).spawn(every);
+        }
+        match config.cluster {
+            Some(client) => start_cluster_mode(&app, client, config.nodepools.is_none()),
+            None => {
+                tracing::info!("offline: namespaces known by name only; NodePools from --nodepools")
+            }
+        }
+        let bound = Bound::bind(config.listen)
+            .await
+            .map_err(|e| format!("--listen {}: {e}", config.listen))?;
+        Ok(Server {
+            app,
+            bound,
+            tls,
+            limits,
+        })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr, String> {
+        self.bound.local_addr().map_err(|e| e.to_string())
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then stops being ready and drains.
+    pub async fn run(self) {
+        let shutdown_app = self.app.clone();
+        let shutdown = async move {
+            server::shutdown_signal().await;
+            shutdown_app.set_ready(false);
+        };
+        self.bound
+            .serve(server::router(self.app), self.tls, self.limits, shutdown)
+            .await;
+    }
+}
