@@ -17,7 +17,7 @@ use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use common::*;
-use gpu_slicer::cluster::{Cluster, PoolWatch};
+use gpu_slicer::cluster::watch::{Cluster, PoolWatch};
 use gpu_slicer::webhook::admission::StaticFacts;
 use gpu_slicer::webhook::metrics::Metrics;
 use gpu_slicer::webhook::server::{self, App, Limits};

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{kustomize, repo};
-use gpu_slicer::cluster::{LookupLabel, ResourceLabel};
+use gpu_slicer::cluster::watch::{LookupLabel, ResourceLabel};
 use gpu_slicer::webhook::metrics::{AdmissionLabels, AuditLabels, ErrorLabels};
 use serde_json::{Value, json};
 

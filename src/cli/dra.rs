@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use crate::terminal::escape_controls;
-use crate::webhook::admission::{self};
 
 use super::{parse_label, print_yaml_or_fail, yaml_stream};
 
@@ -38,22 +37,23 @@ pub struct DraClassesArgs {
 
 pub(super) fn templates(args: DraTemplatesArgs) -> ExitCode {
     print_yaml_or_fail((|| {
-        let policy = crate::policy_source::load_file(&args.policy).map_err(|e| e.to_string())?;
-        let mut labels = admission::name_label(&args.namespace);
+        let policy =
+            crate::policy_source::load_file(&args.policy).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut labels = gpu_slicer_core::labels::name_label(&args.namespace);
         labels.extend(args.namespace_labels.iter().cloned());
         let Some(rule) = policy.rule_for(&args.namespace, &labels) else {
-            return Err(format!(
+            return Err(anyhow::anyhow!(
                 "no rule of {} covers namespace {:?}: it needs no templates",
                 args.policy.display(),
                 args.namespace
             ));
         };
         if let Some(why) = gpu_slicer_core::dra::unsupported(rule) {
-            return Err(why);
+            return Err(anyhow::Error::msg(why));
         }
         let objects = gpu_slicer_core::dra::template_objects(rule, &args.namespace);
         if objects.is_empty() {
-            return Err(format!(
+            return Err(anyhow::anyhow!(
                 "rule {} (action {}, backend {}) for namespace {:?} references no ResourceClaimTemplates",
                 rule.name,
                 rule.action.as_str(),
@@ -73,13 +73,14 @@ pub(super) fn templates(args: DraTemplatesArgs) -> ExitCode {
 
 pub(super) fn device_classes(args: DraClassesArgs) -> ExitCode {
     print_yaml_or_fail((|| {
-        let policy = crate::policy_source::load_file(&args.policy).map_err(|e| e.to_string())?;
+        let policy =
+            crate::policy_source::load_file(&args.policy).map_err(|e| anyhow::anyhow!("{e}"))?;
         let (classes, skipped) = gpu_slicer_core::dra::device_classes(&policy);
         for s in &skipped {
             eprintln!("note: not mapped: {}", escape_controls(s));
         }
         if classes.is_empty() {
-            return Err(format!(
+            return Err(anyhow::anyhow!(
                 "{}: no MIG resource to map (DeviceClasses map the MIG resources devicePlugin rules rename to)",
                 args.policy.display()
             ));

@@ -28,12 +28,13 @@ pub struct OverlaysArgs {
 }
 
 pub(super) fn overlays(args: OverlaysArgs) -> ExitCode {
-    let result = (|| {
-        let policy = crate::policy_source::load_file(&args.policy).map_err(|e| e.to_string())?;
-        let pools = crate::input::nodepools(&args.nodepools).map_err(|e| e.to_string())?;
+    let result = (|| -> anyhow::Result<String> {
+        let policy =
+            crate::policy_source::load_file(&args.policy).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let pools = crate::input::nodepools(&args.nodepools).map_err(|e| anyhow::anyhow!("{e}"))?;
         let ops = load_gpu_operator(args.gpu_operator.as_deref())?.unwrap_or_default();
-        let overlays =
-            karpenter::overlays(&policy, &pools, &ops).map_err(|errors| errors.join("\n"))?;
+        let overlays = karpenter::overlays(&policy, &pools, &ops)
+            .map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
         let mut command = format!(
             "gpu-slicer karpenter overlays --policy {} --nodepools {}",
             args.policy.display(),
@@ -42,7 +43,7 @@ pub(super) fn overlays(args: OverlaysArgs) -> ExitCode {
         if let Some(dir) = &args.gpu_operator {
             command.push_str(&format!(" --gpu-operator {}", dir.display()));
         }
-        karpenter::overlays_yaml(&overlays, &command)
+        karpenter::overlays_yaml(&overlays, &command).map_err(anyhow::Error::msg)
     })();
     print_yaml_or_fail(result)
 }

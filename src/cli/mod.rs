@@ -106,64 +106,64 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 /// `--policy FILE`, else the embedded example: the offline commands' policy.
-fn load_policy(path: Option<&Path>) -> Result<Policy, String> {
+fn load_policy(path: Option<&Path>) -> anyhow::Result<Policy> {
     PolicySource::file_or_example(path)
         .read_offline()
         .map(|loaded| loaded.policy)
-        .map_err(|e| e.to_string())
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn load_pools(dir: Option<&Path>) -> Result<NodePoolIndex, String> {
+fn load_pools(dir: Option<&Path>) -> anyhow::Result<NodePoolIndex> {
     match dir {
-        Some(d) => crate::input::nodepools(d).map_err(|e| e.to_string()),
+        Some(d) => crate::input::nodepools(d).map_err(|e| anyhow::anyhow!("{e}")),
         None => Ok(NodePoolIndex::default()),
     }
 }
 
 /// Runs `work` with a client for `kubeconfig` (else the in-cluster or default config) on a
 /// current-thread runtime: the read-only `--from-cluster` commands.
-fn on_cluster<T, F, Fut>(kubeconfig: Option<&Path>, work: F) -> Result<T, String>
+fn on_cluster<T, F, Fut>(kubeconfig: Option<&Path>, work: F) -> anyhow::Result<T>
 where
     F: FnOnce(kube::Client) -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async {
         let client = kubeapi::client(kubeconfig)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         work(client).await
     })
 }
 
-fn print_yaml_or_fail(result: Result<String, String>) -> ExitCode {
+fn print_yaml_or_fail(result: anyhow::Result<String>) -> ExitCode {
     match result {
         Ok(yaml) => {
             print!("{yaml}");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{}", escape_controls(&e));
+            eprintln!("{}", escape_controls(&e.to_string()));
             ExitCode::FAILURE
         }
     }
 }
 
 /// Objects as one multi-document YAML file, after a comment header.
-fn yaml_stream(header: &str, objects: &[serde_json::Value]) -> Result<String, String> {
+fn yaml_stream(header: &str, objects: &[serde_json::Value]) -> anyhow::Result<String> {
     let mut out = header.to_string();
     for o in objects {
         out.push_str("---\n");
-        out.push_str(&serde_norway::to_string(o).map_err(|e| e.to_string())?);
+        out.push_str(&serde_norway::to_string(o).map_err(|e| anyhow::anyhow!("{e}"))?);
     }
     Ok(out)
 }
 
-fn load_gpu_operator(dir: Option<&Path>) -> Result<Option<GpuOperatorConfigs>, String> {
-    dir.map(|d| crate::input::gpu_operator_configs(d).map_err(|e| e.to_string()))
+fn load_gpu_operator(dir: Option<&Path>) -> anyhow::Result<Option<GpuOperatorConfigs>> {
+    dir.map(|d| crate::input::gpu_operator_configs(d).map_err(|e| anyhow::anyhow!("{e}")))
         .transpose()
 }
 
@@ -171,11 +171,11 @@ fn load_gpu_operator(dir: Option<&Path>) -> Result<Option<GpuOperatorConfigs>, S
 async fn cluster_policy(
     client: &kube::Client,
     path: Option<&Path>,
-) -> Result<(Policy, String), String> {
+) -> anyhow::Result<(Policy, String)> {
     let loaded = PolicySource::file_or_configmap(path)
         .read(client)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     // A file is named by its path in titles; the ConfigMap by where it was read.
     let shown = path.map_or(loaded.source, |p| p.display().to_string());
     Ok((loaded.policy, shown))

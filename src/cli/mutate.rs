@@ -67,29 +67,29 @@ pub(super) fn run(args: MutateArgs) -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("error: {}", escape_controls(&e));
+            eprintln!("error: {}", escape_controls(&e.to_string()));
             ExitCode::from(2)
         }
     }
 }
 
-pub(super) fn mutate_inner(args: &MutateArgs) -> Result<bool, String> {
+pub(super) fn mutate_inner(args: &MutateArgs) -> anyhow::Result<bool> {
     let mut policy = load_policy(args.policy.as_deref())?;
     if let Some(mode) = args.mode {
         policy.force_mode(mode.into());
     }
     let pools = load_pools(args.nodepools.as_deref())?;
-    let text = crate::input::read_arg(&args.file)?;
-    let docs =
-        gpu_slicer_core::yaml::documents(&text).map_err(|e| format!("{}: {e}", args.file))?;
+    let text = crate::input::read_arg(&args.file).map_err(anyhow::Error::msg)?;
+    let docs = gpu_slicer_core::yaml::documents(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.file))?;
     let [doc] = docs.as_slice() else {
-        return Err(format!(
+        return Err(anyhow::anyhow!(
             "{}: expected one Pod or AdmissionReview, found {} documents",
             args.file,
             docs.len()
         ));
     };
-    let mut labels = admission::name_label(&args.namespace);
+    let mut labels = gpu_slicer_core::labels::name_label(&args.namespace);
     labels.extend(args.namespace_labels.iter().cloned());
 
     // An AdmissionReview carries its own pod; answer it exactly as the server would.
@@ -97,7 +97,8 @@ pub(super) fn mutate_inner(args: &MutateArgs) -> Result<bool, String> {
         let obj = doc
             .pointer("/request/object")
             .cloned()
-            .ok_or("AdmissionReview without request.object")?;
+            .ok_or("AdmissionReview without request.object")
+            .map_err(anyhow::Error::msg)?;
         let uid = doc
             .pointer("/request/uid")
             .and_then(|u| u.as_str())
@@ -107,7 +108,7 @@ pub(super) fn mutate_inner(args: &MutateArgs) -> Result<bool, String> {
     } else if doc.get("kind").and_then(|k| k.as_str()) == Some("Pod") {
         (doc.clone(), String::new())
     } else {
-        return Err(format!(
+        return Err(anyhow::anyhow!(
             "{}: not a Pod or an AdmissionReview (kind {:?})",
             args.file,
             doc.get("kind")
@@ -124,7 +125,7 @@ pub(super) fn mutate_inner(args: &MutateArgs) -> Result<bool, String> {
         );
     }
     let pod: Pod = serde_json::from_value(pod_value.clone())
-        .map_err(|e| format!("{}: not a valid Pod: {e}", args.file))?;
+        .map_err(|e| anyhow::anyhow!("{}: not a valid Pod: {e}", args.file))?;
     let decision = engine::decide(
         &pod,
         Namespace {
@@ -154,7 +155,7 @@ pub(super) fn mutate_inner(args: &MutateArgs) -> Result<bool, String> {
             String::from_utf8_lossy(&admission::respond(&uid, &decision)).into_owned()
         }
         Output::Patch => {
-            serde_json::to_string_pretty(&decision.patch).map_err(|e| e.to_string())?
+            serde_json::to_string_pretty(&decision.patch).map_err(|e| anyhow::anyhow!("{e}"))?
         }
         Output::Pod => {
             if decision.denied.is_some() {
@@ -162,8 +163,8 @@ pub(super) fn mutate_inner(args: &MutateArgs) -> Result<bool, String> {
             }
             let mut pod_value = pod_value;
             json_patch::patch(&mut pod_value, &decision.patch)
-                .map_err(|e| format!("internal error: the patch does not apply: {e}"))?;
-            serde_norway::to_string(&pod_value).map_err(|e| e.to_string())?
+                .map_err(|e| anyhow::anyhow!("internal error: the patch does not apply: {e}"))?;
+            serde_norway::to_string(&pod_value).map_err(|e| anyhow::anyhow!("{e}"))?
         }
     };
     println!("{}", out.trim_end());

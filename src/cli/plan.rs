@@ -59,10 +59,13 @@ pub struct PlanArgs {
 }
 
 pub(super) fn run(args: PlanArgs) -> ExitCode {
-    let result = (|| -> Result<(), String> {
+    let result = (|| -> anyhow::Result<()> {
         let mut inventory = match &args.file {
-            Some(file) => planner::Inventory::parse(&crate::input::read_arg(file)?, file)
-                .map_err(|e| e.to_string())?,
+            Some(file) => planner::Inventory::parse(
+                &crate::input::read_arg(file).map_err(anyhow::Error::msg)?,
+                file,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
             None => inventory_from_cluster(args.kubeconfig.as_deref())?,
         };
         if let Some(n) = args.max_shared_replicas {
@@ -70,17 +73,19 @@ pub(super) fn run(args: PlanArgs) -> ExitCode {
         }
         if let Some(q) = &args.context_overhead {
             inventory.context_overhead = gpu_slicer_core::quantity::parse(q)
-                .ok_or_else(|| format!("--context-overhead {q:?} is not a quantity"))?;
+                .ok_or_else(|| anyhow::anyhow!("--context-overhead {q:?} is not a quantity"))?;
         }
         if let Some(q) = &args.node_reserve_cpu {
             inventory.node_reserve.cpu_millis = planner::parse_cpu(q)
-                .ok_or_else(|| format!("--node-reserve-cpu {q:?} is not a CPU quantity"))?;
+                .ok_or_else(|| anyhow::anyhow!("--node-reserve-cpu {q:?} is not a CPU quantity"))?;
         }
         if let Some(q) = &args.node_reserve_memory {
             inventory.node_reserve.memory = gpu_slicer_core::quantity::parse(q)
-                .ok_or_else(|| format!("--node-reserve-memory {q:?} is not a quantity"))?;
+                .ok_or_else(|| anyhow::anyhow!("--node-reserve-memory {q:?} is not a quantity"))?;
         }
-        let plan = planner::plan(&inventory).map_err(|e| e.join("\n"))?;
+        let plan = planner::plan(&inventory)
+            .map_err(|e| e.join("\n"))
+            .map_err(anyhow::Error::msg)?;
         for w in &plan.warnings {
             eprintln!("warning: {}", escape_controls(w));
         }
@@ -88,11 +93,11 @@ pub(super) fn run(args: PlanArgs) -> ExitCode {
             PlanOutput::Table => print!("{}", planner::table(&plan)),
             PlanOutput::Json => println!(
                 "{}",
-                serde_json::to_string_pretty(&plan).map_err(|e| e.to_string())?
+                serde_json::to_string_pretty(&plan).map_err(|e| anyhow::anyhow!("{e}"))?
             ),
         }
         if let Some(dir) = &args.emit {
-            let emitted = planner::emit::emit(&plan, dir)?;
+            let emitted = planner::emit::emit(&plan, dir).map_err(anyhow::Error::msg)?;
             for c in &emitted.conflicts {
                 eprintln!("warning: {}", escape_controls(c));
             }
@@ -100,7 +105,7 @@ pub(super) fn run(args: PlanArgs) -> ExitCode {
         }
         if let Some(file) = &args.html {
             std::fs::write(file, planner::html::render(&plan))
-                .map_err(|e| format!("{}: {e}", file.display()))?;
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             eprintln!("wrote {}", file.display());
         }
         Ok(())
@@ -108,7 +113,7 @@ pub(super) fn run(args: PlanArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", escape_controls(&e));
+            eprintln!("error: {}", escape_controls(&e.to_string()));
             ExitCode::FAILURE
         }
     }
@@ -118,21 +123,20 @@ pub(super) fn run(args: PlanArgs) -> ExitCode {
 /// overhead; the flags override them as for a file).
 pub(super) fn inventory_from_cluster(
     kubeconfig: Option<&Path>,
-) -> Result<planner::Inventory, String> {
+) -> anyhow::Result<planner::Inventory> {
     let objects = on_cluster(kubeconfig, |client| async move {
         planner::cluster::list_workloads(client)
             .await
-            .map_err(|e| format!("listing workloads: {e}"))
+            .map_err(|e| anyhow::anyhow!("listing workloads: {e}"))
     })?;
     let (workloads, skipped) = planner::cluster::workloads_from_objects(&objects);
     for s in &skipped {
         eprintln!("skipped: {}", escape_controls(s));
     }
     if workloads.is_empty() {
-        return Err(
+        return Err(anyhow::anyhow!(
             "no GPU workload in the cluster has what the planner needs (see the skipped lines)"
-                .into(),
-        );
+        ));
     }
     Ok(planner::Inventory {
         max_shared_replicas: planner::DEFAULT_MAX_SHARED_REPLICAS,

@@ -89,9 +89,10 @@ pub struct CheckArgs {
 }
 
 /// The DeviceClasses in the YAML files of `dir` (List objects included), with their files.
-pub(super) fn device_class_objects(dir: &Path) -> Result<Vec<(String, serde_json::Value)>, String> {
+pub(super) fn device_class_objects(dir: &Path) -> anyhow::Result<Vec<(String, serde_json::Value)>> {
     let docs = crate::input::documents_in_dir(dir)
-        .map_err(|(path, message)| format!("{path}: {message}"))?;
+        .map_err(|(path, message)| format!("{path}: {message}"))
+        .map_err(anyhow::Error::msg)?;
     let mut classes = Vec::new();
     for (path, doc) in docs {
         let items = match doc.get("items").and_then(|i| i.as_array()) {
@@ -111,13 +112,14 @@ pub(super) fn device_class_objects(dir: &Path) -> Result<Vec<(String, serde_json
 /// NodePools.
 pub(super) fn load_dra_cluster(
     args: &CheckArgs,
-) -> Result<gpu_slicer_core::check::dra_driver::DraCluster, String> {
+) -> anyhow::Result<gpu_slicer_core::check::dra_driver::DraCluster> {
     let mut cluster = gpu_slicer_core::check::dra_driver::DraCluster {
         values: args
             .dra_values
             .as_deref()
             .map(crate::input::driver_values)
-            .transpose()?,
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
         ..Default::default()
     };
     if let Some(dir) = &args.device_classes {
@@ -125,7 +127,8 @@ pub(super) fn load_dra_cluster(
     }
     if let Some(dir) = &args.nodepools {
         let docs = crate::input::documents_in_dir(dir)
-            .map_err(|(path, message)| format!("{path}: {message}"))?;
+            .map_err(|(path, message)| format!("{path}: {message}"))
+            .map_err(anyhow::Error::msg)?;
         cluster.add_node_classes(&docs);
     }
     Ok(cluster)
@@ -134,12 +137,12 @@ pub(super) fn load_dra_cluster(
 pub(super) fn check(args: CheckArgs) -> ExitCode {
     let origin = args.file.display().to_string();
     let loaded = crate::policy_source::load_file(&args.file)
-        .map_err(|e| e.to_string())
+        .map_err(|e| anyhow::anyhow!("{e}"))
         .and_then(|policy| {
             let pools = args
                 .nodepools
                 .as_deref()
-                .map(|d| crate::input::nodepools(d).map_err(|e| e.to_string()))
+                .map(|d| crate::input::nodepools(d).map_err(|e| anyhow::anyhow!("{e}")))
                 .transpose()?;
             let ops = load_gpu_operator(args.gpu_operator.as_deref())?;
             let dra = load_dra_cluster(&args)?;
@@ -154,7 +157,7 @@ pub(super) fn check(args: CheckArgs) -> ExitCode {
     let (policy, pools, ops, classes, dra) = match loaded {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("{}", escape_controls(&e));
+            eprintln!("{}", escape_controls(&e.to_string()));
             return ExitCode::FAILURE;
         }
     };
@@ -194,7 +197,7 @@ pub(super) fn report(args: ReportArgs) -> ExitCode {
         }
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", escape_controls(&e));
+            eprintln!("error: {}", escape_controls(&e.to_string()));
             ExitCode::from(2)
         }
     }
@@ -203,14 +206,14 @@ pub(super) fn report(args: ReportArgs) -> ExitCode {
 /// Where each `--output` goes: `(format, file)`; checked before any work is done. clap hands the
 /// values of every `--output` over as one list: a value that is not a format is the file of the
 /// format before it.
-pub(super) fn report_outputs(args: &ReportArgs) -> Result<Vec<(&str, Option<&str>)>, String> {
+pub(super) fn report_outputs(args: &ReportArgs) -> anyhow::Result<Vec<(&str, Option<&str>)>> {
     let mut outputs: Vec<(&str, Option<&str>)> = Vec::new();
     for value in &args.output {
         match (value.as_str(), outputs.last_mut()) {
             (format @ ("table" | "json" | "html"), _) => outputs.push((format, None)),
             (file, Some((_, slot @ None))) => *slot = Some(file),
             (other, _) => {
-                return Err(format!(
+                return Err(anyhow::anyhow!(
                     "--output {other:?}: expected table, json or html (then optionally a FILE)"
                 ));
             }
@@ -222,12 +225,12 @@ pub(super) fn report_outputs(args: &ReportArgs) -> Result<Vec<(&str, Option<&str
     Ok(outputs)
 }
 
-pub(super) fn policy_report_inner(args: &ReportArgs) -> Result<report::PolicyReport, String> {
+pub(super) fn policy_report_inner(args: &ReportArgs) -> anyhow::Result<report::PolicyReport> {
     let outputs = report_outputs(args)?;
     let (docs, policy, pools, source) = if args.from_cluster {
         report_inputs_from_cluster(args)?
     } else {
-        let docs = report::read::load_paths(&args.files)?;
+        let docs = report::read::load_paths(&args.files).map_err(anyhow::Error::msg)?;
         let source = format!(
             "{} against {}",
             args.files.join(", "),
@@ -247,7 +250,8 @@ pub(super) fn policy_report_inner(args: &ReportArgs) -> Result<report::PolicyRep
     for (format, file) in outputs {
         let text = match format {
             "json" => {
-                let mut j = serde_json::to_string_pretty(&built).map_err(|e| e.to_string())?;
+                let mut j =
+                    serde_json::to_string_pretty(&built).map_err(|e| anyhow::anyhow!("{e}"))?;
                 j.push('\n');
                 j
             }
@@ -256,7 +260,7 @@ pub(super) fn policy_report_inner(args: &ReportArgs) -> Result<report::PolicyRep
         };
         match file {
             Some(f) => {
-                std::fs::write(f, text).map_err(|e| format!("{f}: {e}"))?;
+                std::fs::write(f, text).map_err(|e| anyhow::anyhow!("{f}: {e}"))?;
                 eprintln!("wrote {f}");
             }
             None => print!("{text}"),
@@ -269,11 +273,11 @@ pub(super) fn policy_report_inner(args: &ReportArgs) -> Result<report::PolicyRep
 /// webhook's ConfigMap) and the NodePools (`--nodepools`, else the cluster's), and a title.
 pub(super) fn report_inputs_from_cluster(
     args: &ReportArgs,
-) -> Result<(Vec<report::read::Document>, Policy, NodePoolIndex, String), String> {
+) -> anyhow::Result<(Vec<report::read::Document>, Policy, NodePoolIndex, String)> {
     on_cluster(args.kubeconfig.as_deref(), |client| async move {
         let cluster = report::cluster::read(&client)
             .await
-            .map_err(|e| format!("cannot read the cluster: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot read the cluster: {e}"))?;
         let (policy, policy_source) = cluster_policy(&client, args.policy.as_deref()).await?;
         let pools = match (&args.nodepools, cluster.pools) {
             (Some(dir), _) => load_pools(Some(dir))?,

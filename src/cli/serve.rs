@@ -102,7 +102,7 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
-            eprintln!("error: {}", escape_controls(&e));
+            eprintln!("error: {}", escape_controls(&e.to_string()));
             ExitCode::FAILURE
         }
     }
@@ -110,7 +110,7 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
 
 /// Builds the webhook's configuration from the flags, starts it and says where it listens (the
 /// line tests and operators wait for, under this module's log target).
-async fn serve_async(args: ServeArgs) -> Result<(), String> {
+async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     let certificate = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Certificate::Files {
             cert: cert.clone(),
@@ -126,8 +126,8 @@ async fn serve_async(args: ServeArgs) -> Result<(), String> {
         reload_every: Duration::from_secs(args.reload_interval.max(1)),
         cluster: cluster_client(&args).await?,
     };
-    let server = Server::start(config).await?;
-    let addr = server.local_addr()?;
+    let server = Server::start(config).await.map_err(anyhow::Error::msg)?;
+    let addr = server.local_addr().map_err(anyhow::Error::msg)?;
     tracing::info!(%addr, "serving https: POST /mutate, GET /healthz /readyz /metrics");
     server.run().await;
     Ok(())
@@ -135,7 +135,7 @@ async fn serve_async(args: ServeArgs) -> Result<(), String> {
 
 /// The API client for cluster mode: `--kubeconfig`, else the in-cluster config inside a pod; `None`
 /// offline (`--offline`, or outside a pod without `--kubeconfig`).
-pub(super) async fn cluster_client(args: &ServeArgs) -> Result<Option<kube::Client>, String> {
+pub(super) async fn cluster_client(args: &ServeArgs) -> anyhow::Result<Option<kube::Client>> {
     if args.offline {
         return Ok(None);
     }
@@ -143,8 +143,8 @@ pub(super) async fn cluster_client(args: &ServeArgs) -> Result<Option<kube::Clie
         .await
         .map_err(|e| match e {
             kubeapi::ApiError::InCluster(_) => {
-                format!("{e} (use --offline to run without the API)")
+                anyhow::anyhow!("{e} (use --offline to run without the API)")
             }
-            e => e.to_string(),
+            e => anyhow::Error::new(e),
         })
 }

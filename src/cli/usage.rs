@@ -37,14 +37,14 @@ pub(super) fn run(args: UsageArgs) -> ExitCode {
     let result = on_cluster(args.kubeconfig.as_deref(), |client| async move {
         let facts = crate::usage::read(&client)
             .await
-            .map_err(|e| format!("cannot read the cluster: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot read the cluster: {e}"))?;
         let (policy, _) = cluster_policy(&client, args.policy.as_deref()).await?;
         Ok(crate::usage::build(facts, &policy))
     });
     let report = match result {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {}", escape_controls(&e));
+            eprintln!("error: {}", escape_controls(&e.to_string()));
             return ExitCode::from(2);
         }
     };

@@ -9,6 +9,3 @@ pub mod pod_watch;
 pub mod usage;
 pub mod watch;
 pub mod workloads;
-
-pub use watch::{CRD_RETRY, LOOKUP_TIMEOUT};
-pub use watch::{Cluster, ClusterMetrics, Lookup, LookupLabel, PoolWatch, ResourceLabel};

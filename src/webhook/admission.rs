@@ -16,6 +16,7 @@ use gpu_slicer_core::audit::{self, Entry, Owner};
 use gpu_slicer_core::dra::claims::ClaimFacts;
 use gpu_slicer_core::engine::mode;
 use gpu_slicer_core::engine::{self, Decision, Namespace};
+use gpu_slicer_core::labels;
 use gpu_slicer_core::nodepool::NodePoolIndex;
 use gpu_slicer_core::pod::Pod;
 use gpu_slicer_core::policy::Policy;
@@ -139,14 +140,6 @@ struct StatusOut<'a> {
 pub struct StaticFacts {
     pub policy: Policy,
     pub pools: NodePoolIndex,
-}
-
-/// The label the API server sets on every namespace (NamespaceDefaultLabelName, GA in 1.22).
-pub fn name_label(namespace: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([(
-        "kubernetes.io/metadata.name".to_string(),
-        namespace.to_string(),
-    )])
 }
 
 /// The answer to one review.
@@ -347,7 +340,7 @@ impl Request {
             Labels::Known(l) => l,
             Labels::NotNeeded => &empty,
             Labels::Unknown(_) => {
-                fallback = name_label(&namespace);
+                fallback = labels::name_label(&namespace);
                 &fallback
             }
         };
@@ -414,7 +407,7 @@ pub struct GateInput<'a> {
 pub fn review(body: &[u8], facts: &StaticFacts) -> Result<Reviewed, BadReview> {
     let request = parse(body)?;
     let labels = match request.namespace_for_labels(&facts.policy) {
-        Some(ns) => Labels::Known(name_label(ns)),
+        Some(ns) => Labels::Known(labels::name_label(ns)),
         None => Labels::NotNeeded,
     };
     Ok(request.decide(&facts.policy, &facts.pools, labels))

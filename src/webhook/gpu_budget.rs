@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::cluster::pod_watch::{self, Counter};
 use crate::cluster::usage::UsageIndex;
-use crate::webhook::admission::{self, GateInput};
+use crate::webhook::admission::GateInput;
 use crate::webhook::server::App;
 use gpu_slicer_core::budget;
 use gpu_slicer_core::engine::Decision;
@@ -22,7 +22,7 @@ pub fn usage_of(app: &App, pod: &Pod, namespace: &str) -> Usage {
     let labels = app
         .cluster()
         .and_then(|c| c.cached_labels(namespace))
-        .unwrap_or_else(|| admission::name_label(namespace));
+        .unwrap_or_else(|| gpu_slicer_core::labels::name_label(namespace));
     let units = Units {
         rule: policy.rule_for(namespace, &labels),
         policy: &policy,
@@ -107,7 +107,7 @@ pub fn rows(app: &App) -> Vec<Row> {
             let labels = app
                 .cluster()
                 .and_then(|c| c.cached_labels(ns))
-                .unwrap_or_else(|| admission::name_label(ns));
+                .unwrap_or_else(|| gpu_slicer_core::labels::name_label(ns));
             let rule = policy.rule_for(ns, &labels);
             let price = rule.and_then(|r| spend::usd_per_gpu_hour(r, &pools));
             Row::new(ns, rule, t.pods, t.held, t.requested, price)

@@ -11,7 +11,7 @@ use std::time::Duration;
 use gpu_slicer_core::nodepool::NodePoolIndex;
 use gpu_slicer_core::policy::Policy;
 
-use crate::cluster::Cluster;
+use crate::cluster::watch::Cluster;
 use crate::webhook::admission::StaticFacts;
 use crate::webhook::metrics::Metrics;
 use crate::webhook::reload::PolicyReloader;

@@ -28,7 +28,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::cluster::{Cluster, Lookup};
+use crate::cluster::watch::{Cluster, Lookup};
 use crate::policy_source::LivePolicy;
 use crate::webhook::admission::{self, BadReview, Labels, StaticFacts};
 use crate::webhook::body_budget::{BodyBudget, BudgetLimits, ConnectionBudget, Exhausted, Held};
@@ -211,7 +211,7 @@ impl App {
             return Labels::NotNeeded;
         };
         let Some(cluster) = self.cluster() else {
-            return Labels::Known(admission::name_label(ns));
+            return Labels::Known(gpu_slicer_core::labels::name_label(ns));
         };
         if let Some(labels) = cluster.cached_labels(ns) {
             return Labels::Known(labels);
@@ -219,7 +219,7 @@ impl App {
         match cluster.lookup(ns).await {
             Lookup::Found(labels) => Labels::Known(labels),
             // The API server refuses pods in a namespace that does not exist; decide on the name.
-            Lookup::Missing => Labels::Known(admission::name_label(ns)),
+            Lookup::Missing => Labels::Known(gpu_slicer_core::labels::name_label(ns)),
             Lookup::Failed(why) => {
                 tracing::warn!(namespace = ns, error = %why, "namespace labels unavailable");
                 Labels::Unknown(why)

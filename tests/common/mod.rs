@@ -247,14 +247,14 @@ pub fn cluster_app(
     pools: NodePoolIndex,
 ) -> (
     std::sync::Arc<gpu_slicer::webhook::server::App>,
-    std::sync::Arc<gpu_slicer::cluster::Cluster>,
+    std::sync::Arc<gpu_slicer::cluster::watch::Cluster>,
 ) {
     let app = gpu_slicer::webhook::server::App::new(
         gpu_slicer::webhook::admission::StaticFacts { policy, pools },
         gpu_slicer::webhook::metrics::Metrics::new(),
         gpu_slicer::webhook::server::Limits::default(),
     );
-    let cluster = gpu_slicer::cluster::Cluster::start(
+    let cluster = gpu_slicer::cluster::watch::Cluster::start(
         client,
         app.pools.clone(),
         false,

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// The label the API server sets on every namespace: its own name (`kubernetes.io/metadata.name`).
+/// The label the API server sets on every namespace: its own name (`kubernetes.io/metadata.name`;
+/// NamespaceDefaultLabelName, GA in 1.22).
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// The labels of a namespace known only by name: its name label, which every namespace has.

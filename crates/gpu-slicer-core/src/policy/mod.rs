@@ -12,7 +12,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog;
-pub use crate::labels::{LabelSelector, LabelSelectorRequirement, SelectorOperator};
+use crate::labels::LabelSelector;
 use crate::pod::Toleration;
 use dra_sharing::{DraSettings, PolicyDraSpec, RuleDraSpec};
 use validate::validate_rule;

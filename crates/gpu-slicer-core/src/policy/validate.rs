@@ -4,6 +4,7 @@
 use globset::Glob;
 
 use super::*;
+use crate::labels::SelectorOperator;
 use crate::pod::Toleration;
 
 /// What a `mig` section gives a rule.
