@@ -2,14 +2,8 @@
 //! CTO can forward: cost before and after, nodes per layout, slot usage per GPU, and the assumptions.
 
 use super::{HOURS_PER_MONTH, Layout, Plan};
+use crate::html::esc;
 use gpu_slicer_core::catalog;
-
-pub(crate) fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
 
 fn money(v: f64) -> String {
     format!("{v:.2}")

@@ -4,13 +4,7 @@
 use std::fmt::Write as _;
 
 use super::{BudgetOutcome, PolicyReport, RowOutcome};
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use crate::html::esc;
 
 fn color(outcome: RowOutcome) -> &'static str {
     match outcome {
