@@ -1,7 +1,7 @@
-//! The plan's assembly: every workload's pick ([`super::choose`]) and the shared nodes they pack onto
-//! ([`super::pack`]), against "before", each workload's current placement on whole GPUs; totals in
-//! $/hour, and the warnings for what the plan could not check. What [`plan`] returns is what the
-//! renderers (the table, the page, `--emit`) read.
+//! The plan's assembly: every workload's pick ([`super::choose`]) and the shared nodes they pack
+//! onto ([`pack`](mod@super::pack)), against "before", each workload's current placement on whole
+//! GPUs; totals in $/hour, and the warnings for what the plan could not check. What [`plan`] returns
+//! is what the renderers (the table, the page, `--emit`) read.
 //!
 //! Imports: the core's catalog, and the planner's inventory, allocatable, choose and pack. No renderer.
 

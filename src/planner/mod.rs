@@ -19,16 +19,19 @@
 //!   workload's `current` placement on whole GPUs, as it runs today (within the same host limits);
 //! - compute is not modelled (a slice gets a fraction of the GPU's SMs; time-sliced replicas share
 //!   them); GPU memory, isolation and the hosts' vCPU and memory are.
-
 //!
 //! Its parts, each deciding one thing, lowest first (each imports only parts above it):
-//! - [`inventory`]: the workloads to plan, from a file; [`cluster`]: the same from a cluster;
-//!   [`allocatable`]: what one node offers pods;
+//! - [`allocatable`]: what one node of an instance type offers pods;
+//! - [`inventory`]: the workloads to plan, read from a file, and [`cluster`]: the same built from a
+//!   cluster's objects;
 //! - [`choose`]: per workload, the layouts it fits, how many replicas a node holds, the cheapest;
-//! - [`pack`]: the workloads that picked the same nodes, packed onto them;
+//! - [`pack`](mod@pack): the workloads that picked the same instance type and layout, packed onto
+//!   shared nodes;
 //! - [`assemble`]: the plan: picks, node groups, before and after, warnings;
 //! - the renderers, which read a plan and decide nothing: [`text`] (the table), [`html`] (the page),
 //!   [`emit`] (the configs that make it real).
+//!
+//! Every public item of the parts is re-exported here, at the path it had before the split.
 
 pub mod allocatable;
 pub mod assemble;
