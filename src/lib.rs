@@ -5,8 +5,8 @@
 //! What decides lives in the pure core crate, [`gpu_slicer_core`] (policy, engine, GPU facts); this
 //! crate brings it input and runs it: files, the cluster, HTTPS, the clock. Its modules, lowest first;
 //! each imports only modules above it in this list (and the core):
-//! - [`input`] (every offline input, capped in size and from regular files only) and [`terminal`]
-//!   (the commands' terminal output).
+//! - [`input`] (every offline input, capped in size and from regular files only), [`terminal`]
+//!   (the commands' terminal output) and [`html`] (helpers the HTML pages share).
 //! - [`cluster`]: reading the cluster: the client, paginated lists, the webhook's watches, a pod's own
 //!   claims, the usage index behind budgets, the workloads of a cluster.
 //! - [`policy_source`]: where the policy comes from (file, ConfigMap, embedded example).
@@ -19,6 +19,7 @@
 //!
 //! `tests/walls.rs` holds these lines: it fails on an import against this order.
 
+pub mod html;
 pub mod input;
 pub mod terminal;
 

@@ -159,7 +159,7 @@ const CORE: Layers = Layers {
 const APP: Layers = Layers {
     src: "src",
     groups: &[
-        &["input", "terminal"],
+        &["input", "terminal", "html"],
         &["cluster"],
         &["policy_source"],
         &["controller"],

@@ -16,7 +16,7 @@
 
 use serde_json::Value;
 
-use super::{Isolation, Workload};
+use super::inventory::{Isolation, Workload};
 use crate::cluster::kubeapi::{self, ApiError};
 use gpu_slicer_core::annotations::GPU_MEMORY_ANNOTATION;
 use gpu_slicer_core::policy::WHOLE_GPU;

@@ -1,14 +1,19 @@
 //! `plan --emit DIR`: the artifacts that make a plan real, built with the same generators the rest of
 //! gpu-slicer uses: a policy rule per namespace, a Karpenter NodePool per instance type and layout, their
 //! NodeOverlays (`karpenter::overlays`), and the GPU Operator's mig-parted and device plugin ConfigMaps.
-//! They pass `gpu-slicer policy check` together (a test runs it).
+//! They pass `gpu-slicer policy check` together (a test runs it). One function per artifact.
+//!
+//! Imports: [`crate::input`] (reading back the GPU Operator configs it wrote), the core's generators,
+//! and the planner's plan. It reads a plan and decides nothing the plan did not.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::{Layout, Plan};
+use super::assemble::{Plan, WorkloadPlan};
+use super::choose::Layout;
+use super::pack::NodeGroup;
 use gpu_slicer_core::catalog;
 use gpu_slicer_core::gpu_operator::MigConfigs;
 use gpu_slicer_core::karpenter::{self, DEVICE_PLUGIN_CONFIG_LABEL, MIG_CONFIG_LABEL};
@@ -51,13 +56,40 @@ pub struct Emitted {
 /// `gpu-operator/mig-parted-config.yaml` and `gpu-operator/device-plugin-config.yaml` under `dir`.
 pub fn emit(plan: &Plan, dir: &Path) -> Result<Emitted, String> {
     let mut emitted = Emitted::default();
+    let policy_value = policy(plan, &mut emitted.conflicts);
+    let pools: Vec<Value> = plan.after.nodes.iter().map(nodepool).collect();
+    let (mig_cm, plugin_cm) = gpu_operator_configs(plan)?;
+    let files = [
+        ("policy.yaml", yaml(std::slice::from_ref(&policy_value))?),
+        ("karpenter/nodepools.yaml", yaml(&pools)?),
+        ("gpu-operator/mig-parted-config.yaml", yaml(&[mig_cm])?),
+        (
+            "gpu-operator/device-plugin-config.yaml",
+            yaml(&[plugin_cm])?,
+        ),
+    ];
+    for (name, text) in &files {
+        write(&dir.join(name), text)?;
+        emitted.files.push(dir.join(name).display().to_string());
+    }
+    let overlays = node_overlays(dir, &files[0].1, &pools)?;
+    write(&dir.join("karpenter/nodeoverlays.yaml"), &overlays)?;
+    emitted.files.push(
+        dir.join("karpenter/nodeoverlays.yaml")
+            .display()
+            .to_string(),
+    );
+    Ok(emitted)
+}
 
-    // One rule per namespace.
-    let mut by_namespace: BTreeMap<&str, &super::WorkloadPlan> = BTreeMap::new();
+/// The policy: one rule per namespace, following its first workload's pick; `conflicts` gets the
+/// namespaces whose workloads picked differently.
+fn policy(plan: &Plan, conflicts: &mut Vec<String>) -> Value {
+    let mut by_namespace: BTreeMap<&str, &WorkloadPlan> = BTreeMap::new();
     for w in &plan.workloads {
         match by_namespace.get(w.namespace.as_str()) {
             Some(first) if (first.instance_type, first.layout) != (w.instance_type, w.layout) => {
-                emitted.conflicts.push(format!(
+                conflicts.push(format!(
                     "namespace {}: {} picked {} {} but {} picked {} {}; the rule follows {}",
                     w.namespace,
                     first.name,
@@ -75,74 +107,72 @@ pub fn emit(plan: &Plan, dir: &Path) -> Result<Emitted, String> {
             }
         }
     }
-    let rules: Vec<Value> = by_namespace
-        .values()
-        .map(|w| {
-            let pool = nodepool_name(w.instance_type, &w.layout);
-            match w.layout {
-                Layout::Mig(p) => {
-                    json!({"name": w.namespace, "namespaces": [w.namespace], "action": "mig",
-                    "mig": {"profile": p, "allowedProfiles": [p]}, "nodePool": pool})
-                }
-                // Pods ask for nvidia.com/mig-<profile>.shared, as the pool's renamed config advertises.
-                Layout::MigTimeslice(p, _) => {
-                    json!({"name": w.namespace, "namespaces": [w.namespace], "action": "mig",
-                    "mig": {"profile": p, "allowedProfiles": [p], "strategy": "mixed",
-                        "timeSlicing": {"renameByDefault": true}},
-                    "nodePool": pool})
-                }
-                Layout::Timeslice(_) => {
-                    json!({"name": w.namespace, "namespaces": [w.namespace], "action": "timeslice",
-                    "shared": {"resourceName": SHARED_RESOURCE}, "nodePool": pool})
-                }
-                Layout::Whole(per) => {
-                    json!({"name": w.namespace, "namespaces": [w.namespace], "action": "exclusive",
-                    "maxPerContainer": per, "nodePool": pool})
-                }
-            }
-        })
-        .collect();
-    let policy_value = json!({"apiVersion": "gpu-slicer.io/v1alpha1", "kind": "SlicingPolicy",
-        "spec": {"defaultAction": "passthrough", "rules": rules}});
+    let rules: Vec<Value> = by_namespace.values().map(|w| rule(w)).collect();
+    json!({"apiVersion": "gpu-slicer.io/v1alpha1", "kind": "SlicingPolicy",
+        "spec": {"defaultAction": "passthrough", "rules": rules}})
+}
 
-    // One NodePool per instance type and layout.
-    let pools: Vec<Value> = plan
-        .after
-        .nodes
-        .iter()
-        .map(|g| {
-            let it = catalog::instance_type(g.instance_type);
-            let mut labels = serde_json::Map::new();
-            if let Some(mig) = g.layout_kind.mig_config() {
-                labels.insert(MIG_CONFIG_LABEL.into(), json!(mig));
-            } else if it.is_some_and(|t| t.gpu.supports_mig()) {
-                labels.insert(MIG_CONFIG_LABEL.into(), json!("all-disabled"));
-            }
-            if let Some(plugin) = g.layout_kind.plugin_config() {
-                labels.insert(DEVICE_PLUGIN_CONFIG_LABEL.into(), json!(plugin));
-            }
-            json!({"apiVersion": "karpenter.sh/v1", "kind": "NodePool",
-                "metadata": {"name": nodepool_name(g.instance_type, &g.layout_kind)},
-                "spec": {
-                    "template": {
-                        "metadata": {"labels": labels},
-                        "spec": {
-                            "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "gpu"},
-                            "requirements": [
-                                {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": [g.instance_type]},
-                                {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]}
-                            ],
-                            "taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}],
-                            "expireAfter": "720h"
-                        }
-                    },
-                    "disruption": {"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": "5m"}
-                }})
-        })
-        .collect();
+/// A namespace's rule: the action and NodePool of its workload's pick.
+fn rule(w: &WorkloadPlan) -> Value {
+    let pool = nodepool_name(w.instance_type, &w.layout);
+    match w.layout {
+        Layout::Mig(p) => {
+            json!({"name": w.namespace, "namespaces": [w.namespace], "action": "mig",
+            "mig": {"profile": p, "allowedProfiles": [p]}, "nodePool": pool})
+        }
+        // Pods ask for nvidia.com/mig-<profile>.shared, as the pool's renamed config advertises.
+        Layout::MigTimeslice(p, _) => {
+            json!({"name": w.namespace, "namespaces": [w.namespace], "action": "mig",
+            "mig": {"profile": p, "allowedProfiles": [p], "strategy": "mixed",
+                "timeSlicing": {"renameByDefault": true}},
+            "nodePool": pool})
+        }
+        Layout::Timeslice(_) => {
+            json!({"name": w.namespace, "namespaces": [w.namespace], "action": "timeslice",
+            "shared": {"resourceName": SHARED_RESOURCE}, "nodePool": pool})
+        }
+        Layout::Whole(per) => {
+            json!({"name": w.namespace, "namespaces": [w.namespace], "action": "exclusive",
+            "maxPerContainer": per, "nodePool": pool})
+        }
+    }
+}
 
-    // The GPU Operator configs those NodePools name: the mig-parted configs (copied from the GPU
-    // Operator's defaults, since a custom config replaces them) and the time-slicing configs.
+/// The NodePool of one instance type and layout, labelled with the GPU Operator configs it needs.
+fn nodepool(g: &NodeGroup) -> Value {
+    let it = catalog::instance_type(g.instance_type);
+    let mut labels = serde_json::Map::new();
+    if let Some(mig) = g.layout_kind.mig_config() {
+        labels.insert(MIG_CONFIG_LABEL.into(), json!(mig));
+    } else if it.is_some_and(|t| t.gpu.supports_mig()) {
+        labels.insert(MIG_CONFIG_LABEL.into(), json!("all-disabled"));
+    }
+    if let Some(plugin) = g.layout_kind.plugin_config() {
+        labels.insert(DEVICE_PLUGIN_CONFIG_LABEL.into(), json!(plugin));
+    }
+    json!({"apiVersion": "karpenter.sh/v1", "kind": "NodePool",
+    "metadata": {"name": nodepool_name(g.instance_type, &g.layout_kind)},
+    "spec": {
+        "template": {
+            "metadata": {"labels": labels},
+            "spec": {
+                "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "gpu"},
+                "requirements": [
+                    {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": [g.instance_type]},
+                    {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]}
+                ],
+                "taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}],
+                "expireAfter": "720h"
+            }
+        },
+        "disruption": {"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": "5m"}
+    }})
+}
+
+/// The GPU Operator configs the NodePools name, as two ConfigMaps: the mig-parted configs (copied
+/// from the GPU Operator's defaults, since a custom config replaces them) and the device plugin's
+/// time-slicing configs.
+fn gpu_operator_configs(plan: &Plan) -> Result<(Value, Value), String> {
     let defaults = MigConfigs::defaults();
     let mut mig_configs = BTreeMap::new();
     mig_configs.insert(
@@ -167,20 +197,8 @@ pub fn emit(plan: &Plan, dir: &Path) -> Result<Emitted, String> {
                 .ok_or_else(|| format!("no default mig-parted config {mig}"))?;
             mig_configs.insert(mig, entries);
         }
-        // Time-slicing on MIG needs the mixed strategy: each slice is its own resource to share.
-        let shared = match g.layout_kind {
-            Layout::Timeslice(n) => Some((WHOLE_GPU.to_string(), "none", n)),
-            Layout::MigTimeslice(p, n) => Some((format!("nvidia.com/mig-{p}"), "mixed", n)),
-            _ => None,
-        };
-        if let (Some((resource, strategy, n)), Some(name)) = (shared, g.layout_kind.plugin_config())
-        {
-            plugin.insert(
-                name,
-                format!(
-                    "version: v1\nflags:\n  migStrategy: {strategy}\nsharing:\n  timeSlicing:\n    renameByDefault: true\n    failRequestsGreaterThanOne: true\n    resources:\n      - name: {resource}\n        replicas: {n}\n"
-                ),
-            );
+        if let Some((name, config)) = time_slicing_config(&g.layout_kind) {
+            plugin.insert(name, config);
         }
     }
     let mig_text = serde_norway::to_string(&json!({"version": "v1", "mig-configs": mig_configs}))
@@ -189,23 +207,30 @@ pub fn emit(plan: &Plan, dir: &Path) -> Result<Emitted, String> {
         "data": {"config.yaml": mig_text}});
     let plugin_cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "device-plugin-config", "namespace": "gpu-operator"},
         "data": plugin});
+    Ok((mig_cm, plugin_cm))
+}
 
-    let files = [
-        ("policy.yaml", yaml(std::slice::from_ref(&policy_value))?),
-        ("karpenter/nodepools.yaml", yaml(&pools)?),
-        ("gpu-operator/mig-parted-config.yaml", yaml(&[mig_cm])?),
-        (
-            "gpu-operator/device-plugin-config.yaml",
-            yaml(&[plugin_cm])?,
+/// A time-shared layout's device plugin config, by its name; `None` for the others.
+fn time_slicing_config(layout: &Layout) -> Option<(String, String)> {
+    // Time-slicing on MIG needs the mixed strategy: each slice is its own resource to share.
+    let (resource, strategy, n) = match *layout {
+        Layout::Timeslice(n) => (WHOLE_GPU.to_string(), "none", n),
+        Layout::MigTimeslice(p, n) => (format!("nvidia.com/mig-{p}"), "mixed", n),
+        _ => return None,
+    };
+    let name = layout.plugin_config()?;
+    Some((
+        name,
+        format!(
+            "version: v1\nflags:\n  migStrategy: {strategy}\nsharing:\n  timeSlicing:\n    renameByDefault: true\n    failRequestsGreaterThanOne: true\n    resources:\n      - name: {resource}\n        replicas: {n}\n"
         ),
-    ];
-    for (name, text) in &files {
-        write(&dir.join(name), text)?;
-        emitted.files.push(dir.join(name).display().to_string());
-    }
+    ))
+}
 
-    // NodeOverlays from the same generator `gpu-slicer karpenter overlays` uses, on what was just written.
-    let policy = Policy::parse(&files[0].1, "policy.yaml").map_err(|e| e.to_string())?;
+/// The NodeOverlays, from the same generator `gpu-slicer karpenter overlays` uses, on what was just
+/// written under `dir` (the policy's text, the NodePools, the GPU Operator configs).
+fn node_overlays(dir: &Path, policy_text: &str, pools: &[Value]) -> Result<String, String> {
+    let policy = Policy::parse(policy_text, "policy.yaml").map_err(|e| e.to_string())?;
     let index = NodePoolIndex::new(
         pools
             .iter()
@@ -214,12 +239,5 @@ pub fn emit(plan: &Plan, dir: &Path) -> Result<Emitted, String> {
     let ops =
         crate::input::gpu_operator_configs(&dir.join("gpu-operator")).map_err(|e| e.to_string())?;
     let overlays = karpenter::overlays(&policy, &index, &ops).map_err(|e| e.join("; "))?;
-    let text = karpenter::overlays_yaml(&overlays, "gpu-slicer plan --emit")?;
-    write(&dir.join("karpenter/nodeoverlays.yaml"), &text)?;
-    emitted.files.push(
-        dir.join("karpenter/nodeoverlays.yaml")
-            .display()
-            .to_string(),
-    );
-    Ok(emitted)
+    karpenter::overlays_yaml(&overlays, "gpu-slicer plan --emit")
 }

@@ -1,15 +1,15 @@
 //! `plan --html FILE`: one self-contained page (inline CSS and SVG, no scripts, no external assets) a
 //! CTO can forward: cost before and after, nodes per layout, slot usage per GPU, and the assumptions.
+//! One function per section of the page, in the page's order.
+//!
+//! Imports: [`crate::html`] (escaping, the page's start and end), the core's catalog, and the
+//! planner's plan and inventory (its quantities). It reads a plan and decides nothing.
 
-use super::{HOURS_PER_MONTH, Layout, Plan};
+use super::assemble::{HOURS_PER_MONTH, Plan};
+use super::choose::Layout;
+use super::inventory::{cpu_text, memory_text};
+use crate::html::{PAGE_END, esc, page_start};
 use gpu_slicer_core::catalog;
-
-pub(crate) fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
 
 fn money(v: f64) -> String {
     format!("{v:.2}")
@@ -36,6 +36,23 @@ fn dollars(v: f64) -> String {
 /// The page. Totals carry ids (`before-usd-per-hour`, `after-usd-per-hour`, `before-nodes`,
 /// `after-nodes`, `saving-usd-per-month`) so tests can read them back.
 pub fn render(plan: &Plan) -> String {
+    let title = format!(
+        "GPU plan: ${}/month instead of ${}",
+        dollars(plan.after.usd_per_hour * HOURS_PER_MONTH),
+        dollars(plan.before.usd_per_hour * HOURS_PER_MONTH)
+    );
+    let mut page = page_start(&title, "");
+    page.push_str(&totals(plan));
+    page.push_str(&node_groups(plan));
+    page.push_str(&slot_usage(plan));
+    page.push_str(&workloads(plan));
+    page.push_str(&assumptions(plan));
+    page.push_str(PAGE_END);
+    page
+}
+
+/// The heading, the saving, before against after, and the cost bars.
+fn totals(plan: &Plan) -> String {
     let before = plan.before.usd_per_hour;
     let after = plan.after.usd_per_hour;
     let saving = before - after;
@@ -44,8 +61,33 @@ pub fn render(plan: &Plan) -> String {
     } else {
         0.0
     };
+    format!(
+        r##"<h1>GPU sharing plan</h1>
+<p class="big">Saving ${saving_month}/month ({pct:.1}%)</p>
+<table class="totals">
+<tr><th></th><th>nodes</th><th>GPUs</th><th>$/hour</th><th>$/month</th></tr>
+<tr><td>before</td><td id="before-nodes">{before_nodes}</td><td>{before_gpus}</td><td id="before-usd-per-hour">{before_hour}</td><td>{before_month}</td></tr>
+<tr><td>after</td><td id="after-nodes">{after_nodes}</td><td>{after_gpus}</td><td id="after-usd-per-hour">{after_hour}</td><td>{after_month}</td></tr>
+<tr><td>saving</td><td></td><td></td><td>{saving_hour}</td><td id="saving-usd-per-month">{saving_month}</td></tr>
+</table>
+{cost_svg}
+"##,
+        after_month = dollars(after * HOURS_PER_MONTH),
+        before_month = dollars(before * HOURS_PER_MONTH),
+        saving_month = dollars(saving * HOURS_PER_MONTH),
+        saving_hour = money(saving),
+        before_nodes = plan.before.nodes,
+        before_gpus = plan.before.gpus,
+        before_hour = money(before),
+        after_nodes = plan.after_node_count(),
+        after_gpus = plan.after_gpus(),
+        after_hour = money(after),
+        cost_svg = cost_bars(before, after),
+    )
+}
 
-    // Cost bars.
+/// Before and after as two bars, in $/month.
+fn cost_bars(before: f64, after: f64) -> String {
     let top = before.max(after).max(1e-9);
     let bar = |y: u32, label: &str, v: f64, color: &str| {
         let w = 520.0 * v / top;
@@ -57,13 +99,47 @@ pub fn render(plan: &Plan) -> String {
             dollars(v * HOURS_PER_MONTH)
         )
     };
-    let cost_svg = format!(
+    format!(
         r##"<svg width="760" height="80" role="img" aria-label="cost before and after">{}{}</svg>"##,
         bar(6, "before", before, "#9aa3ad"),
         bar(44, "after", after, "#0a7f5a")
-    );
+    )
+}
 
-    // Slot usage per node group: replicas / slots, drawn as one bar per group.
+/// The nodes after: one row per instance type and layout.
+fn node_groups(plan: &Plan) -> String {
+    let mut rows = String::new();
+    for g in &plan.after.nodes {
+        let per_gpu = match g.layout_kind {
+            Layout::Mig(p) => catalog::instance_type(g.instance_type)
+                .and_then(|t| t.gpu.mig_profile(p))
+                .map_or(String::new(), |m| format!("{} x {p}", m.max_per_gpu)),
+            Layout::MigTimeslice(p, n) => catalog::instance_type(g.instance_type)
+                .and_then(|t| t.gpu.mig_profile(p))
+                .map_or(String::new(), |m| {
+                    format!("{} x {p}, each time-shared by {n}", m.max_per_gpu)
+                }),
+            Layout::Timeslice(n) => format!("{n} time-sliced replicas"),
+            Layout::Whole(per) => format!("whole ({per} per replica)"),
+        };
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>${}</td></tr>\n",
+            esc(g.instance_type),
+            esc(&g.layout),
+            esc(&per_gpu),
+            g.count,
+            g.gpus,
+            g.replicas,
+            money(g.usd_per_hour)
+        ));
+    }
+    format!(
+        "<h2>Nodes after</h2>\n<table>\n<tr><th>instance type</th><th>layout</th><th>per GPU</th><th>nodes</th><th>GPUs</th><th>replicas</th><th>$/hour</th></tr>\n{rows}</table>\n"
+    )
+}
+
+/// Slot usage per node group: replicas / slots, drawn as one bar per group.
+fn slot_usage(plan: &Plan) -> String {
     let mut usage = String::new();
     for (i, g) in plan.after.nodes.iter().enumerate() {
         let slots = g.count * g.slots_per_node;
@@ -85,47 +161,27 @@ pub fn render(plan: &Plan) -> String {
             used * 100.0
         ));
     }
-    let usage_svg = format!(
-        r##"<svg width="760" height="{}" role="img" aria-label="slot usage per node group">{usage}</svg>"##,
+    format!(
+        r##"<h2>Slot usage</h2>
+<svg width="760" height="{}" role="img" aria-label="slot usage per node group">{usage}</svg>
+"##,
         plan.after.nodes.len() as u32 * 30 + 8
-    );
+    )
+}
 
-    let mut groups = String::new();
-    for g in &plan.after.nodes {
-        let per_gpu = match g.layout_kind {
-            Layout::Mig(p) => catalog::instance_type(g.instance_type)
-                .and_then(|t| t.gpu.mig_profile(p))
-                .map_or(String::new(), |m| format!("{} x {p}", m.max_per_gpu)),
-            Layout::MigTimeslice(p, n) => catalog::instance_type(g.instance_type)
-                .and_then(|t| t.gpu.mig_profile(p))
-                .map_or(String::new(), |m| {
-                    format!("{} x {p}, each time-shared by {n}", m.max_per_gpu)
-                }),
-            Layout::Timeslice(n) => format!("{n} time-sliced replicas"),
-            Layout::Whole(per) => format!("whole ({per} per replica)"),
-        };
-        groups.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>${}</td></tr>\n",
-            esc(g.instance_type),
-            esc(&g.layout),
-            esc(&per_gpu),
-            g.count,
-            g.gpus,
-            g.replicas,
-            money(g.usd_per_hour)
-        ));
-    }
-    let mut workloads = String::new();
+/// One row per workload: its requests, what it runs on, how many a node holds, and why.
+fn workloads(plan: &Plan) -> String {
+    let mut rows = String::new();
     for (i, w) in plan.workloads.iter().enumerate() {
         let requests = match (w.cpu_millis, w.memory_bytes) {
             (None, None) => "not given: host not checked".to_string(),
             (c, m) => format!(
                 "{} vCPU, {}",
-                c.map_or("-".into(), super::cpu_text),
-                m.map_or("-".into(), |m| super::memory_text(u128::from(m)))
+                c.map_or("-".into(), cpu_text),
+                m.map_or("-".into(), |m| memory_text(u128::from(m)))
             ),
         };
-        workloads.push_str(&format!(
+        rows.push_str(&format!(
             "<tr><td>{}/{}</td><td class=n>{}</td><td>{}</td><td>{} {}</td><td id=\"per-node-{i}\">{} by {}</td><td>{}</td></tr>\n",
             esc(&w.namespace),
             esc(&w.name),
@@ -138,6 +194,13 @@ pub fn render(plan: &Plan) -> String {
             esc(&w.reason)
         ));
     }
+    format!(
+        "<h2>Workloads</h2>\n<table>\n<tr><th>workload</th><th>replicas</th><th>requests per replica</th><th>runs on</th><th>replicas per node, limited by</th><th>why</th></tr>\n{rows}</table>\n"
+    )
+}
+
+/// What the figures assume, then what the plan could not price or check.
+fn assumptions(plan: &Plan) -> String {
     let warnings: String = plan
         .warnings
         .iter()
@@ -151,43 +214,8 @@ pub fn render(plan: &Plan) -> String {
             esc(&plan.before.unpriced.join(", "))
         )
     };
-
     format!(
-        r##"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>GPU plan: ${after_month}/month instead of ${before_month}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; color: #1d2329; }}
-table {{ border-collapse: collapse; width: 100%; margin: 1rem 0; font-size: 0.9rem; }}
-th, td {{ border-bottom: 1px solid #dde1e5; padding: 0.35rem 0.5rem; text-align: left; vertical-align: top; }}
-td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
-.big {{ font-size: 1.6rem; font-weight: 600; }}
-.totals td {{ font-variant-numeric: tabular-nums; }}
-</style>
-</head>
-<body>
-<h1>GPU sharing plan</h1>
-<p class="big">Saving ${saving_month}/month ({pct:.1}%)</p>
-<table class="totals">
-<tr><th></th><th>nodes</th><th>GPUs</th><th>$/hour</th><th>$/month</th></tr>
-<tr><td>before</td><td id="before-nodes">{before_nodes}</td><td>{before_gpus}</td><td id="before-usd-per-hour">{before_hour}</td><td>{before_month}</td></tr>
-<tr><td>after</td><td id="after-nodes">{after_nodes}</td><td>{after_gpus}</td><td id="after-usd-per-hour">{after_hour}</td><td>{after_month}</td></tr>
-<tr><td>saving</td><td></td><td></td><td>{saving_hour}</td><td id="saving-usd-per-month">{saving_month}</td></tr>
-</table>
-{cost_svg}
-<h2>Nodes after</h2>
-<table>
-<tr><th>instance type</th><th>layout</th><th>per GPU</th><th>nodes</th><th>GPUs</th><th>replicas</th><th>$/hour</th></tr>
-{groups}</table>
-<h2>Slot usage</h2>
-{usage_svg}
-<h2>Workloads</h2>
-<table>
-<tr><th>workload</th><th>replicas</th><th>requests per replica</th><th>runs on</th><th>replicas per node, limited by</th><th>why</th></tr>
-{workloads}</table>
-<h2>Assumptions</h2>
+        r##"<h2>Assumptions</h2>
 <ul>
 <li>On-demand prices, {region}, as of {asof} (Karpenter's generated pricing); {hours} hours a month.</li>
 <li>GPU memory is modelled: a MIG slice's real memory, or a whole GPU's, must hold each replica's peak GPU memory; a time-sliced replica also loses its CUDA context overhead.</li>
@@ -199,24 +227,12 @@ td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
 {unpriced}
 {warnings}
 </ul>
-</body>
-</html>
 "##,
-        after_month = dollars(after * HOURS_PER_MONTH),
-        before_month = dollars(before * HOURS_PER_MONTH),
-        saving_month = dollars(saving * HOURS_PER_MONTH),
-        saving_hour = money(saving),
-        before_nodes = plan.before.nodes,
-        before_gpus = plan.before.gpus,
-        before_hour = money(before),
-        after_nodes = plan.after_node_count(),
-        after_gpus = plan.after_gpus(),
-        after_hour = money(after),
         region = catalog::PRICES_REGION,
         asof = catalog::PRICES_AS_OF,
         hours = HOURS_PER_MONTH,
-        reserve_cpu = super::cpu_text(plan.node_reserve.cpu_millis),
-        reserve_mem = super::memory_text(u128::from(plan.node_reserve.memory_bytes)),
+        reserve_cpu = cpu_text(plan.node_reserve.cpu_millis),
+        reserve_mem = memory_text(u128::from(plan.node_reserve.memory_bytes)),
         sizes = esc(catalog::SIZES_AS_OF),
     )
 }

@@ -4,7 +4,7 @@
 //! `usd-per-hour-without-slicing`, `gpu-equivalents`) so tests can read them back.
 
 use super::{Usage, budget_use, opt_money};
-use crate::planner::html::esc;
+use crate::html::esc;
 use gpu_slicer_core::catalog;
 
 /// One pair of bars per namespace (held GPU-equivalents and whole GPUs asked, in $/hour where priced,
