@@ -17,7 +17,8 @@
 use serde_json::Value;
 
 use super::inventory::{Isolation, Workload};
-use crate::cluster::kubeapi::{self, ApiError};
+use crate::cluster::kubeapi::ApiError;
+use crate::cluster::workloads;
 use gpu_slicer_core::annotations::GPU_MEMORY_ANNOTATION;
 use gpu_slicer_core::policy::WHOLE_GPU;
 use gpu_slicer_core::quantity;
@@ -203,32 +204,12 @@ pub fn workloads_from_objects(objects: &[Value]) -> (Vec<Workload>, Vec<String>)
     (out, skipped)
 }
 
-/// Lists every Deployment, StatefulSet and Job in the cluster (as JSON, with `kind` set), paginated.
+/// Lists every Deployment, StatefulSet and Job in the cluster (as JSON, with `kind` set), paginated,
+/// through the one workload lister.
 pub async fn list_workloads(client: kube::Client) -> Result<Vec<Value>, ApiError> {
     use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch};
-    let mut out = Vec::new();
-    list_into::<apps::Deployment>(&client, &mut out).await?;
-    list_into::<apps::StatefulSet>(&client, &mut out).await?;
-    list_into::<batch::Job>(&client, &mut out).await?;
+    let mut out = workloads::list::<apps::Deployment>(&client, |_| true).await?;
+    out.extend(workloads::list::<apps::StatefulSet>(&client, |_| true).await?);
+    out.extend(workloads::list::<batch::Job>(&client, |_| true).await?);
     Ok(out)
-}
-
-/// Appends every `K` in the cluster as JSON, with `kind` set (list items come without it).
-async fn list_into<K>(client: &kube::Client, out: &mut Vec<Value>) -> Result<(), ApiError>
-where
-    K: k8s_openapi::Resource
-        + kube::Resource<DynamicType = ()>
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + Clone
-        + std::fmt::Debug,
-{
-    // Built-in kinds are always served: a 404 would mean a broken API server, read as "none".
-    let items = kubeapi::list_all::<K>(client).await?.unwrap_or_default();
-    for item in items {
-        let mut v = serde_json::to_value(item).unwrap_or_default();
-        v["kind"] = Value::from(<K as k8s_openapi::Resource>::KIND);
-        out.push(v);
-    }
-    Ok(())
 }
