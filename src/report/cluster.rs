@@ -36,32 +36,24 @@ fn reported(object: &Value) -> bool {
     !(matches!(kind, "ReplicaSet" | "Job" | "Pod") && workloads::controlled(object))
 }
 
-async fn list<K>(client: &Client, out: &mut Vec<Document>) -> Result<(), ApiError>
-where
-    K: k8s_openapi::Resource
-        + kube::Resource<DynamicType = ()>
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + Clone
-        + std::fmt::Debug,
-{
-    let objects = workloads::list::<K>(client, reported).await?;
-    out.extend(objects.into_iter().map(|v| (ORIGIN.to_string(), v)));
-    Ok(())
-}
-
 /// Reads the workloads of every kind the report knows, the Namespaces (their labels) and the
 /// NodePools.
 pub async fn read(client: &Client) -> Result<ClusterRead, ApiError> {
-    let mut documents = Vec::new();
-    list::<core::Namespace>(client, &mut documents).await?;
-    list::<apps::Deployment>(client, &mut documents).await?;
-    list::<apps::StatefulSet>(client, &mut documents).await?;
-    list::<apps::DaemonSet>(client, &mut documents).await?;
-    list::<apps::ReplicaSet>(client, &mut documents).await?;
-    list::<batch::CronJob>(client, &mut documents).await?;
-    list::<batch::Job>(client, &mut documents).await?;
-    list::<core::Pod>(client, &mut documents).await?;
+    let lists = [
+        workloads::list::<core::Namespace>(client, reported).await?,
+        workloads::list::<apps::Deployment>(client, reported).await?,
+        workloads::list::<apps::StatefulSet>(client, reported).await?,
+        workloads::list::<apps::DaemonSet>(client, reported).await?,
+        workloads::list::<apps::ReplicaSet>(client, reported).await?,
+        workloads::list::<batch::CronJob>(client, reported).await?,
+        workloads::list::<batch::Job>(client, reported).await?,
+        workloads::list::<core::Pod>(client, reported).await?,
+    ];
+    let documents = lists
+        .into_iter()
+        .flatten()
+        .map(|v| (ORIGIN.to_string(), v))
+        .collect();
     let resource = kubeapi::nodepools();
     let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
     let what = format!("listing {} {}", resource.api_version, resource.plural);

@@ -2,7 +2,21 @@
 //! the pod (our own output, reinvoked), and the ResourceClaim a `backend: dra` rule gives instead of
 //! `nvidia.com/gpu`.
 
-use super::*;
+use json_patch::{PatchOperation, RemoveOperation};
+use serde_json::Value;
+
+use crate::annotations::GPU_MEMORY_ANNOTATION;
+use crate::audit::Change;
+use crate::dra;
+use crate::dra::claims;
+use crate::dra::claims::{ClaimFacts, ClaimSource, ClaimVerdict};
+use crate::pod::{Pod, Section};
+use crate::policy::{Backend, WHOLE_GPU};
+
+use super::Planner;
+use super::rename::{add, pointer};
+use super::scan::{GpuUse, Kind, slicer_claims};
+use super::sizing::dra_offer;
 
 /// One of the pod's own claims that asks for GPUs, or could not be read.
 #[derive(Debug)]

@@ -19,27 +19,20 @@ mod warnings;
 
 use std::collections::BTreeMap;
 
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, PatchOperation, RemoveOperation};
-use serde_json::Value;
+use json_patch::PatchOperation;
 
-use crate::annotations::{EXCLUSIVE_ANNOTATION, GPU_MEMORY_ANNOTATION, PROFILE_ANNOTATION};
+use crate::annotations::EXCLUSIVE_ANNOTATION;
 use crate::audit::{self, Change, Outcome, Record};
-use crate::catalog;
 use crate::dra;
-use crate::dra::claims::{self, ClaimFacts, ClaimSource, ClaimVerdict};
+use crate::dra::claims::{self, ClaimFacts, ClaimVerdict};
 use crate::equivalents::{Asks, Units, Usage};
-use crate::nodepool::{NODEPOOL_LABEL, NodePool, NodePoolIndex};
-use crate::nodepool::{pool_gpus, profile_memory_mib};
-use crate::pod::{Pod, Section, Toleration};
-use crate::policy::{
-    Action, Backend, DefaultAction, MIG_PREFIX, MigStrategy, Mode, Policy, Rule, WHOLE_GPU,
-};
-use crate::quantity;
+use crate::nodepool::NodePoolIndex;
+use crate::nodepool::profile_memory_mib;
+use crate::pod::Pod;
+use crate::policy::{Action, DefaultAction, Mode, Policy, Rule, WHOLE_GPU};
 use dra_claim::{OwnClaim, own_gpu_claims};
-use rename::{add, annotate, pointer};
+use rename::annotate;
 use scan::{GpuUse, Kind, slicer_claims};
-use sizing::{dra_offer, mig_offer};
 use warnings::ChangeLine;
 
 /// Kubernetes shows at most this many characters of a warning per line.

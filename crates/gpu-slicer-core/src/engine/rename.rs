@@ -1,7 +1,19 @@
 //! Renaming: the checks on the requests a rule renames, and the JSONPatch operations that rename
 //! them and annotate the pod with what it holds.
 
-use super::*;
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation, RemoveOperation};
+use serde_json::Value;
+
+use crate::annotations::PROFILE_ANNOTATION;
+use crate::audit::Change;
+use crate::equivalents::{Asks, Usage};
+use crate::pod::Pod;
+use crate::policy::{Action, Backend, MigStrategy, WHOLE_GPU};
+
+use super::Planner;
+use super::scan::Kind;
+use super::sizing::{dra_offer, mig_offer};
 
 impl Planner<'_> {
     /// The DRA claim (`backend: dra`) or the renamed requests, as patch operations and changes;

@@ -1,6 +1,13 @@
 //! Routing: the node selector and tolerations that send the pod to its rule's Karpenter NodePool.
 
-use super::*;
+use json_patch::PatchOperation;
+use serde_json::Value;
+
+use crate::nodepool::{NODEPOOL_LABEL, NodePool};
+use crate::pod::Toleration;
+
+use super::Planner;
+use super::rename::add;
 
 impl Planner<'_> {
     /// Node selectors and tolerations that send the pod to the rule's NodePool.

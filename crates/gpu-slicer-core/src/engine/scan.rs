@@ -1,7 +1,12 @@
 //! Scanning the pod: which containers ask for which GPU resources (whole GPUs, slices, shared
 //! replicas), in requests and limits, and whether the pod asks for GPUs at all.
 
-use super::*;
+use serde_json::Value;
+
+use crate::dra;
+use crate::pod::{Pod, Section};
+use crate::policy::{MIG_PREFIX, Policy, WHOLE_GPU};
+use crate::quantity;
 
 /// How a container resource relates to GPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

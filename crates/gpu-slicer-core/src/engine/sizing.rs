@@ -2,7 +2,14 @@
 //! allowed one that holds the asked GPU memory, else the rule's default), and the sizing annotations
 //! a rule ignores.
 
-use super::*;
+use crate::annotations::{GPU_MEMORY_ANNOTATION, PROFILE_ANNOTATION};
+use crate::catalog;
+use crate::dra;
+use crate::nodepool::{NodePoolIndex, pool_gpus, profile_memory_mib};
+use crate::policy::{Action, Backend, MIG_PREFIX, MigStrategy, Rule};
+use crate::quantity;
+
+use super::Planner;
 
 impl Planner<'_> {
     pub(super) fn note_unused_sizing_annotations(&mut self) {

@@ -1,6 +1,7 @@
 //! Warnings: the kubectl warning line for each change.
 
-use super::*;
+use crate::audit::Change;
+use crate::policy::{Action, Rule};
 
 /// The warning line for one container's change (with the MIG profile, where the rule chose one).
 pub(super) struct ChangeLine<'a>(
