@@ -15,7 +15,9 @@ use gpu_slicer_core::policy::{MIG_PREFIX, WHOLE_GPU};
 
 use super::findings::{finding, list, mig_manager_logs, skipped};
 use super::{Check, Options};
-use crate::doctor::snapshot::{ClusterSnapshot, MIG_CONFIG_STATE_LABEL, NodeInfo, Read};
+use crate::doctor::snapshot::{
+    ClusterSnapshot, GpuOperator, MIG_CONFIG_STATE_LABEL, NodeInfo, Read,
+};
 use crate::doctor::{Finding, Severity};
 
 pub const NODECLAIM_RESOURCE_NOT_REGISTERED: &str = "nodeclaim-resource-not-registered";
@@ -112,143 +114,217 @@ pub fn nodeclaim_resource_not_registered(s: &ClusterSnapshot, o: &Options) -> Ve
     out
 }
 
+/// A likely cause and its correction.
+type Cause = (String, String);
+
+/// What a node shows about why it lacks a resource: read once, weighed by each cause below.
+struct Evidence<'a> {
+    node: &'a NodeInfo,
+    /// The resource that was requested but never registered.
+    resource: &'a str,
+    /// What the node advertises instead, for messages.
+    advertises: String,
+    mig_config: Option<&'a str>,
+    plugin_config: Option<&'a str>,
+    /// Where the node's labels come from: `NodePool x's template`.
+    pool_hint: String,
+    ops: Option<&'a GpuOperator>,
+}
+
+impl<'a> Evidence<'a> {
+    fn read(s: &'a ClusterSnapshot, node: &'a NodeInfo, resource: &'a str) -> Evidence<'a> {
+        let pool = node.label(NODEPOOL_LABEL).and_then(|p| s.pool(p));
+        Evidence {
+            node,
+            resource,
+            advertises: node.advertised(),
+            mig_config: node.label(MIG_CONFIG_LABEL),
+            plugin_config: node.label(DEVICE_PLUGIN_CONFIG_LABEL),
+            pool_hint: pool.map_or("the NodePool's template".to_string(), |p| {
+                format!("NodePool {}'s template", p.name)
+            }),
+            ops: s.gpu_operator.found(),
+        }
+    }
+}
+
 /// The most likely reason `node` does not advertise `resource`, read from its labels and what it
-/// advertises instead, and the correction.
-fn likely_cause(s: &ClusterSnapshot, node: &NodeInfo, resource: &str) -> (String, String) {
-    let advertises = node.advertised();
-    let mig_config = node.label(MIG_CONFIG_LABEL);
-    let plugin_config = node.label(DEVICE_PLUGIN_CONFIG_LABEL);
-    let pool = node.label(NODEPOOL_LABEL).and_then(|p| s.pool(p));
-    let pool_hint = pool.map_or("the NodePool's template".to_string(), |p| {
-        format!("NodePool {}'s template", p.name)
-    });
-    let mig_logs = mig_manager_logs(&node.name);
-    match node.label(MIG_CONFIG_STATE_LABEL) {
-        Some("failed") => {
-            return (
-                format!(
-                    "{MIG_CONFIG_STATE_LABEL}=failed: mig-manager could not apply {MIG_CONFIG_LABEL}={} (node advertises {advertises})",
-                    mig_config.unwrap_or("?")
-                ),
-                format!(
-                    "{mig_logs}; correct {MIG_CONFIG_LABEL} in {pool_hint} to a config that exists for this GPU"
-                ),
-            );
+/// advertises instead, and the correction. mig-manager's state comes first, then the device plugin
+/// config the node names, then what the kind of resource (MIG slice, whole GPU, shared GPU) needs.
+fn likely_cause(s: &ClusterSnapshot, node: &NodeInfo, resource: &str) -> Cause {
+    let e = Evidence::read(s, node, resource);
+    let by_kind = || {
+        if resource.starts_with(MIG_PREFIX) {
+            mig_slice_missing(&e)
+        } else if resource == WHOLE_GPU {
+            whole_gpu_missing(&e)
+        } else {
+            shared_gpu_missing(&e)
         }
-        Some("pending") if resource.starts_with(MIG_PREFIX) => {
-            return (
-                format!(
-                    "{MIG_CONFIG_STATE_LABEL}=pending: mig-manager has not applied {MIG_CONFIG_LABEL}={} (node advertises {advertises})",
-                    mig_config.unwrap_or("?")
-                ),
-                format!("{mig_logs}; relabel the node to another config and back"),
-            );
-        }
-        _ => {}
-    }
-    let ops = s.gpu_operator.found();
-    if let (Some(name), Some(ops)) = (plugin_config, ops)
-        && ops.device_plugin_known
-        && !ops.configs.device_plugin.contains_key(name)
-    {
-        let known = list(ops.configs.device_plugin.keys());
-        return (
+    };
+    mig_manager_state(&e)
+        .or_else(|| unknown_device_plugin_config(&e))
+        .or_else(by_kind)
+        .unwrap_or_else(|| nothing_more_specific(&e))
+}
+
+/// mig-manager failed to apply the node's MIG config, or has not applied it yet (for a MIG slice).
+fn mig_manager_state(e: &Evidence) -> Option<Cause> {
+    let (advertises, pool_hint) = (&e.advertises, &e.pool_hint);
+    let mig_logs = mig_manager_logs(&e.node.name);
+    match e.node.label(MIG_CONFIG_STATE_LABEL) {
+        Some("failed") => Some((
             format!(
-                "{DEVICE_PLUGIN_CONFIG_LABEL}={name} names no device plugin config (the GPU Operator's ConfigMap has: {known}), so the plugin does not start with a sharing config"
+                "{MIG_CONFIG_STATE_LABEL}=failed: mig-manager could not apply {MIG_CONFIG_LABEL}={} (node advertises {advertises})",
+                e.mig_config.unwrap_or("?")
             ),
             format!(
-                "set {DEVICE_PLUGIN_CONFIG_LABEL} in {pool_hint} to one of {known}, or add {name} to the ConfigMap"
+                "{mig_logs}; correct {MIG_CONFIG_LABEL} in {pool_hint} to a config that exists for this GPU"
             ),
-        );
+        )),
+        Some("pending") if e.resource.starts_with(MIG_PREFIX) => Some((
+            format!(
+                "{MIG_CONFIG_STATE_LABEL}=pending: mig-manager has not applied {MIG_CONFIG_LABEL}={} (node advertises {advertises})",
+                e.mig_config.unwrap_or("?")
+            ),
+            format!("{mig_logs}; relabel the node to another config and back"),
+        )),
+        _ => None,
     }
-    if resource.starts_with(MIG_PREFIX) {
-        let whole = node.offers(WHOLE_GPU);
-        let slices: Vec<&String> = node
-            .allocatable
-            .iter()
-            .filter(|(k, n)| k.starts_with(MIG_PREFIX) && **n > 0)
-            .map(|(k, _)| k)
-            .collect();
-        if mig_config.is_none() {
-            return (
-                format!(
-                    "the node has no {MIG_CONFIG_LABEL} label, so mig-manager leaves its GPUs whole (node advertises {advertises})"
-                ),
-                format!("add {MIG_CONFIG_LABEL} to {pool_hint}"),
-            );
-        }
-        if slices.is_empty() && whole > 0 {
-            let plugin_name = plugin_config.unwrap_or("default");
-            let effective = ops.and_then(|o| o.configs.mig_strategy(plugin_config));
-            let why = match effective {
-                Some(e) if e.strategy == DeviceMigStrategy::Single => format!(
-                    "{} is single, which advertises slices as nvidia.com/gpu",
-                    e.source
-                ),
-                _ => "the device plugin advertises slices as nvidia.com/gpu (the single MIG strategy), or MIG is off".to_string(),
-            };
-            return (
-                format!(
-                    "the node advertises {WHOLE_GPU} x{whole} where {resource} was expected: {why}"
-                ),
-                format!(
-                    "set the MIG strategy to mixed (ClusterPolicy spec.mig.strategy, and flags.migStrategy of device plugin config {plugin_name})"
-                ),
-            );
-        }
-        if !slices.is_empty() {
-            return (
-                format!(
-                    "{MIG_CONFIG_LABEL}={} makes other slices: the node advertises {advertises}",
-                    mig_config.unwrap_or("?")
-                ),
-                format!(
-                    "use a MIG config that makes {} in {pool_hint}, or regenerate the NodeOverlays (`gpu-slicer karpenter overlays`)",
-                    resource.trim_start_matches(MIG_PREFIX)
-                ),
-            );
-        }
-    } else if resource == WHOLE_GPU {
-        let slices = node
-            .allocatable
-            .iter()
-            .any(|(k, n)| k.starts_with(MIG_PREFIX) && *n > 0);
-        if slices {
-            return (
-                format!(
-                    "the node advertises its MIG slices under their own names ({advertises}) where {WHOLE_GPU} was expected: its device plugin runs the mixed strategy, and a pool for a rule with mig.strategy single needs single"
-                ),
-                format!(
-                    "run the single strategy on this pool's nodes (flags.migStrategy: single in device plugin config {}; a ClusterPolicy spec.mig.strategy outranks it), or set mig.strategy: mixed on the policy rule",
-                    plugin_config.unwrap_or("default")
-                ),
-            );
-        }
-    } else {
-        if plugin_config.is_none() {
-            return (
-                format!(
-                    "the node has no {DEVICE_PLUGIN_CONFIG_LABEL} label, so the device plugin runs its default config, which shares nothing (node advertises {advertises})"
-                ),
-                format!("add {DEVICE_PLUGIN_CONFIG_LABEL} to {pool_hint}"),
-            );
-        }
-        if let Some(base) = resource.strip_suffix(".shared")
-            && node.offers(base) > 0
-        {
-            return (
-                format!(
-                    "the node advertises {base} x{} instead of {resource}: the device plugin config it runs ({}) does not rename (renameByDefault: false)",
-                    node.offers(base),
-                    plugin_config.unwrap_or("?")
-                ),
-                format!(
-                    "set renameByDefault: true in device plugin config {}",
-                    plugin_config.unwrap_or("?")
-                ),
-            );
-        }
+}
+
+/// The node names a device plugin config the GPU Operator's ConfigMap lacks (when its configs were
+/// read): the plugin then starts without a sharing config.
+fn unknown_device_plugin_config(e: &Evidence) -> Option<Cause> {
+    let (name, ops) = (e.plugin_config?, e.ops?);
+    if !ops.device_plugin_known || ops.configs.device_plugin.contains_key(name) {
+        return None;
     }
+    let known = list(ops.configs.device_plugin.keys());
+    let pool_hint = &e.pool_hint;
+    Some((
+        format!(
+            "{DEVICE_PLUGIN_CONFIG_LABEL}={name} names no device plugin config (the GPU Operator's ConfigMap has: {known}), so the plugin does not start with a sharing config"
+        ),
+        format!(
+            "set {DEVICE_PLUGIN_CONFIG_LABEL} in {pool_hint} to one of {known}, or add {name} to the ConfigMap"
+        ),
+    ))
+}
+
+/// A MIG slice is missing: the node has no MIG config, advertises its slices as whole GPUs (the
+/// single strategy, or MIG off), or makes other slices.
+fn mig_slice_missing(e: &Evidence) -> Option<Cause> {
+    let (node, resource) = (e.node, e.resource);
+    let (advertises, pool_hint) = (&e.advertises, &e.pool_hint);
+    let whole = node.offers(WHOLE_GPU);
+    let slices = node
+        .allocatable
+        .iter()
+        .any(|(k, n)| k.starts_with(MIG_PREFIX) && *n > 0);
+    if e.mig_config.is_none() {
+        return Some((
+            format!(
+                "the node has no {MIG_CONFIG_LABEL} label, so mig-manager leaves its GPUs whole (node advertises {advertises})"
+            ),
+            format!("add {MIG_CONFIG_LABEL} to {pool_hint}"),
+        ));
+    }
+    if !slices && whole > 0 {
+        return Some(slices_advertised_whole(e, whole));
+    }
+    if !slices {
+        return None;
+    }
+    Some((
+        format!(
+            "{MIG_CONFIG_LABEL}={} makes other slices: the node advertises {advertises}",
+            e.mig_config.unwrap_or("?")
+        ),
+        format!(
+            "use a MIG config that makes {} in {pool_hint}, or regenerate the NodeOverlays (`gpu-slicer karpenter overlays`)",
+            resource.trim_start_matches(MIG_PREFIX)
+        ),
+    ))
+}
+
+/// A MIG slice was asked for and the node advertises `whole` GPUs and no slice: the effective MIG
+/// strategy is single (named where it comes from when the GPU Operator's configs say), or MIG is off.
+fn slices_advertised_whole(e: &Evidence, whole: u64) -> Cause {
+    let resource = e.resource;
+    let plugin_name = e.plugin_config.unwrap_or("default");
+    let effective = e.ops.and_then(|o| o.configs.mig_strategy(e.plugin_config));
+    let why = match effective {
+        Some(m) if m.strategy == DeviceMigStrategy::Single => format!(
+            "{} is single, which advertises slices as nvidia.com/gpu",
+            m.source
+        ),
+        _ => "the device plugin advertises slices as nvidia.com/gpu (the single MIG strategy), or MIG is off".to_string(),
+    };
+    (
+        format!("the node advertises {WHOLE_GPU} x{whole} where {resource} was expected: {why}"),
+        format!(
+            "set the MIG strategy to mixed (ClusterPolicy spec.mig.strategy, and flags.migStrategy of device plugin config {plugin_name})"
+        ),
+    )
+}
+
+/// A whole GPU is missing and the node advertises MIG slices under their own names: its device
+/// plugin runs the mixed strategy where the rule's pool needs single.
+fn whole_gpu_missing(e: &Evidence) -> Option<Cause> {
+    let slices = e
+        .node
+        .allocatable
+        .iter()
+        .any(|(k, n)| k.starts_with(MIG_PREFIX) && *n > 0);
+    if !slices {
+        return None;
+    }
+    let advertises = &e.advertises;
+    Some((
+        format!(
+            "the node advertises its MIG slices under their own names ({advertises}) where {WHOLE_GPU} was expected: its device plugin runs the mixed strategy, and a pool for a rule with mig.strategy single needs single"
+        ),
+        format!(
+            "run the single strategy on this pool's nodes (flags.migStrategy: single in device plugin config {}; a ClusterPolicy spec.mig.strategy outranks it), or set mig.strategy: mixed on the policy rule",
+            e.plugin_config.unwrap_or("default")
+        ),
+    ))
+}
+
+/// A shared GPU is missing: the node runs the device plugin's default config (no sharing), or one
+/// that shares without renaming (`nvidia.com/gpu` instead of `nvidia.com/gpu.shared`).
+fn shared_gpu_missing(e: &Evidence) -> Option<Cause> {
+    let (node, resource) = (e.node, e.resource);
+    let (advertises, pool_hint) = (&e.advertises, &e.pool_hint);
+    if e.plugin_config.is_none() {
+        return Some((
+            format!(
+                "the node has no {DEVICE_PLUGIN_CONFIG_LABEL} label, so the device plugin runs its default config, which shares nothing (node advertises {advertises})"
+            ),
+            format!("add {DEVICE_PLUGIN_CONFIG_LABEL} to {pool_hint}"),
+        ));
+    }
+    let base = resource.strip_suffix(".shared")?;
+    if node.offers(base) == 0 {
+        return None;
+    }
+    Some((
+        format!(
+            "the node advertises {base} x{} instead of {resource}: the device plugin config it runs ({}) does not rename (renameByDefault: false)",
+            node.offers(base),
+            e.plugin_config.unwrap_or("?")
+        ),
+        format!(
+            "set renameByDefault: true in device plugin config {}",
+            e.plugin_config.unwrap_or("?")
+        ),
+    ))
+}
+
+/// No cause more specific: the node advertises something else.
+fn nothing_more_specific(e: &Evidence) -> Cause {
+    let (advertises, resource, pool_hint) = (&e.advertises, e.resource, &e.pool_hint);
     (
         format!("the node advertises {advertises}, not {resource}"),
         format!(
