@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use gpu_slicer_core::policy::{Action, WHOLE_GPU};
+use gpu_slicer_core::policy::{Action, Rule, WHOLE_GPU};
 
 use super::findings::{POLICY_OBJECT, finding, skipped, some_of};
 use super::selectors::selector_matches;
@@ -53,19 +53,7 @@ pub fn pod_not_rewritten(s: &ClusterSnapshot) -> Vec<Finding> {
         let Some(rule) = loaded.policy.rule_for(&pod.namespace, labels) else {
             continue;
         };
-        // Under `backend: dra` every GPU action turns nvidia.com/gpu into a claim.
-        let slices = matches!(rule.action, Action::Mig | Action::Timeslice | Action::Mps)
-            || (rule.backend == gpu_slicer_core::policy::Backend::Dra
-                && rule.action == Action::Exclusive);
-        // A rule whose resource is nvidia.com/gpu itself (a shared resource without rename, MIG's
-        // single strategy) keeps the request: such pods are indistinguishable here.
-        let keeps_whole = rule.shared_resource.as_deref() == Some(WHOLE_GPU)
-            || (rule.action == Action::Mig
-                && rule
-                    .mig_profile
-                    .as_deref()
-                    .is_some_and(|p| rule.mig_resource(p) == WHOLE_GPU));
-        if !slices || keeps_whole {
+        if !rewrites_whole_gpus(rule) {
             continue;
         }
         if pod.opted_out && rule.allow_opt_out {
@@ -105,18 +93,7 @@ pub fn pod_not_rewritten(s: &ClusterSnapshot) -> Vec<Finding> {
         .into_iter()
         .map(|(group, (pods, detail))| {
             let names: Vec<String> = pods.iter().map(|p| p.name.clone()).collect();
-            let restart = match &pods[0].owner {
-                Some((kind, name)) if kind == "ReplicaSet" => format!(
-                    "`kubectl -n {} rollout restart deployment/{}`",
-                    pods[0].namespace,
-                    name.rsplit_once('-').map_or(name.as_str(), |(d, _)| d)
-                ),
-                Some((kind, name)) => format!(
-                    "restart {} {}/{name} (its new pods pass through the webhook)",
-                    kind, pods[0].namespace
-                ),
-                None => "delete and recreate the pod".into(),
-            };
+            let restart = restart(pods[0]);
             finding(
                 POD_NOT_REWRITTEN,
                 Severity::Warning,
@@ -132,6 +109,40 @@ pub fn pod_not_rewritten(s: &ClusterSnapshot) -> Vec<Finding> {
             )
         })
         .collect()
+}
+
+/// Whether the webhook turns a pod's `nvidia.com/gpu` into something else under `rule`, so a pod
+/// still asking for it was not rewritten.
+fn rewrites_whole_gpus(rule: &Rule) -> bool {
+    // Under `backend: dra` every GPU action turns nvidia.com/gpu into a claim.
+    let slices = matches!(rule.action, Action::Mig | Action::Timeslice | Action::Mps)
+        || (rule.backend == gpu_slicer_core::policy::Backend::Dra
+            && rule.action == Action::Exclusive);
+    // A rule whose resource is nvidia.com/gpu itself (a shared resource without rename, MIG's
+    // single strategy) keeps the request: such pods are indistinguishable here.
+    let keeps_whole = rule.shared_resource.as_deref() == Some(WHOLE_GPU)
+        || (rule.action == Action::Mig
+            && rule
+                .mig_profile
+                .as_deref()
+                .is_some_and(|p| rule.mig_resource(p) == WHOLE_GPU));
+    slices && !keeps_whole
+}
+
+/// How to send a pod's owner's pods through the webhook again.
+fn restart(pod: &PodInfo) -> String {
+    match &pod.owner {
+        Some((kind, name)) if kind == "ReplicaSet" => format!(
+            "`kubectl -n {} rollout restart deployment/{}`",
+            pod.namespace,
+            name.rsplit_once('-').map_or(name.as_str(), |(d, _)| d)
+        ),
+        Some((kind, name)) => format!(
+            "restart {} {}/{name} (its new pods pass through the webhook)",
+            kind, pod.namespace
+        ),
+        None => "delete and recreate the pod".into(),
+    }
 }
 
 #[cfg(test)]

@@ -98,27 +98,7 @@ pub fn pod_slice_unschedulable(s: &ClusterSnapshot) -> Vec<Finding> {
                 g.0.push(pod);
                 continue;
             }
-            let (message, fix) = if admitted.is_empty() {
-                (
-                    format!(
-                        "asks for {resource}; no node advertises it and no NodePool admits the pod (NodePools: {}){karpenter}",
-                        list(&refused)
-                    ),
-                    "route the pod to the NodePool that offers the slice (nodeSelector karpenter.sh/nodepool, its template labels) and tolerate its taints: a policy rule with nodePool does this for new pods; check the pod's namespace rule".to_string(),
-                )
-            } else {
-                let names: Vec<&str> = admitted.iter().map(|p| p.name.as_str()).collect();
-                (
-                    format!(
-                        "asks for {resource}; no node advertises it and no NodeOverlay gives it to the NodePool(s) the pod can use ({}){karpenter}",
-                        list(&names)
-                    ),
-                    format!(
-                        "apply NodeOverlays giving {resource} to NodePool {} (`gpu-slicer karpenter overlays --policy ... --nodepools ...`, feature gate NodeOverlay on), or give the NodePool the {MIG_CONFIG_LABEL} / {DEVICE_PLUGIN_CONFIG_LABEL} template label that makes it",
-                        names[0]
-                    ),
-                )
-            };
+            let (message, fix) = why_unschedulable(resource, &admitted, &refused, &karpenter);
             groups.insert(key, (vec![pod], message, fix));
         }
     }
@@ -139,6 +119,37 @@ pub fn pod_slice_unschedulable(s: &ClusterSnapshot) -> Vec<Finding> {
             )
         })
         .collect()
+}
+
+/// The message and fix for a pod that asks for `resource`, by whether any NodePool admits it: none
+/// (`refused` says why each does not), or some that no NodeOverlay gives the resource to.
+fn why_unschedulable(
+    resource: &str,
+    admitted: &[&NodePool],
+    refused: &[String],
+    karpenter: &str,
+) -> (String, String) {
+    if admitted.is_empty() {
+        (
+            format!(
+                "asks for {resource}; no node advertises it and no NodePool admits the pod (NodePools: {}){karpenter}",
+                list(refused)
+            ),
+            "route the pod to the NodePool that offers the slice (nodeSelector karpenter.sh/nodepool, its template labels) and tolerate its taints: a policy rule with nodePool does this for new pods; check the pod's namespace rule".to_string(),
+        )
+    } else {
+        let names: Vec<&str> = admitted.iter().map(|p| p.name.as_str()).collect();
+        (
+            format!(
+                "asks for {resource}; no node advertises it and no NodeOverlay gives it to the NodePool(s) the pod can use ({}){karpenter}",
+                list(&names)
+            ),
+            format!(
+                "apply NodeOverlays giving {resource} to NodePool {} (`gpu-slicer karpenter overlays --policy ... --nodepools ...`, feature gate NodeOverlay on), or give the NodePool the {MIG_CONFIG_LABEL} / {DEVICE_PLUGIN_CONFIG_LABEL} template label that makes it",
+                names[0]
+            ),
+        )
+    }
 }
 
 /// Whether a pod's node selector and tolerations let it onto nodes of `pool`.
