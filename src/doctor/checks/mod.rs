@@ -256,4 +256,27 @@ mod tests {
         let f = pod_not_rewritten(&s);
         assert!(f[0].message.starts_with("skipped: no policy"), "{f:#?}");
     }
+
+    /// Each check's findings carry its own ID, skipped or not, so [`ALL`]'s names are the IDs a
+    /// reader sees.
+    #[test]
+    fn every_finding_carries_the_id_of_the_check_that_made_it() {
+        let mut broken = healthy();
+        let why = "Karpenter is not installed (no karpenter.sh/v1 NodePool CRD)";
+        broken.node_pools = Read::Missing(why.into());
+        broken.node_overlays = Read::Missing(why.into());
+        broken.node_claims = Read::Missing(why.into());
+        broken.resource_slices = Read::Failed("forbidden".into());
+        for s in [healthy(), broken, ClusterSnapshot::default()] {
+            for check in ALL {
+                for f in check.run(&s, &options()) {
+                    assert_eq!(f.check, check.name(), "{f:#?}");
+                }
+            }
+        }
+        let mut ids: Vec<String> = ALL.iter().map(|c| c.to_string()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), ALL.len(), "{ids:?}");
+    }
 }
