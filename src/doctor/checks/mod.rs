@@ -54,23 +54,19 @@ mod webhook_manifest;
 #[cfg(test)]
 mod fixtures;
 
-pub use dra_device_plugin_overlap::{
-    DRA_ALLOCATOR_LABEL, DRA_DEVICE_PLUGIN_OVERLAP, dra_device_plugin_overlap,
-};
-pub use dra_mig_pool_empty::{DRA_MIG_POOL_EMPTY, dra_mig_pool_empty};
-pub use dra_template_name_taken::{DRA_TEMPLATE_NAME_TAKEN, dra_template_name_taken};
-pub use mig_config_failed::{MIG_CONFIG_FAILED, mig_config_failed};
-pub use namespace_over_budget::{NAMESPACE_OVER_BUDGET, namespace_over_budget};
-pub use nodeclaim_resource_not_registered::{
-    NODECLAIM_RESOURCE_NOT_REGISTERED, nodeclaim_resource_not_registered,
-};
-pub use overlay_capacity_drift::{OVERLAY_CAPACITY_DRIFT, overlay_capacity_drift};
-pub use overlay_matches_nothing::{OVERLAY_MATCHES_NOTHING, overlay_matches_nothing};
-pub use overlay_weight_conflict::{OVERLAY_WEIGHT_CONFLICT, overlay_weight_conflict};
-pub use pod_not_rewritten::{POD_NOT_REWRITTEN, pod_not_rewritten};
-pub use pod_slice_unschedulable::{POD_SLICE_UNSCHEDULABLE, pod_slice_unschedulable};
-pub use policy_cluster_mismatch::{POLICY_CLUSTER_MISMATCH, policy_cluster_mismatch};
-pub use webhook_not_configured::{WEBHOOK_NOT_CONFIGURED, webhook_not_configured};
+pub use dra_device_plugin_overlap::{DRA_ALLOCATOR_LABEL, DRA_DEVICE_PLUGIN_OVERLAP};
+pub use dra_mig_pool_empty::DRA_MIG_POOL_EMPTY;
+pub use dra_template_name_taken::DRA_TEMPLATE_NAME_TAKEN;
+pub use mig_config_failed::MIG_CONFIG_FAILED;
+pub use namespace_over_budget::NAMESPACE_OVER_BUDGET;
+pub use nodeclaim_resource_not_registered::NODECLAIM_RESOURCE_NOT_REGISTERED;
+pub use overlay_capacity_drift::OVERLAY_CAPACITY_DRIFT;
+pub use overlay_matches_nothing::OVERLAY_MATCHES_NOTHING;
+pub use overlay_weight_conflict::OVERLAY_WEIGHT_CONFLICT;
+pub use pod_not_rewritten::POD_NOT_REWRITTEN;
+pub use pod_slice_unschedulable::POD_SLICE_UNSCHEDULABLE;
+pub use policy_cluster_mismatch::POLICY_CLUSTER_MISMATCH;
+pub use webhook_not_configured::WEBHOOK_NOT_CONFIGURED;
 
 /// One doctor check: a pure function of the snapshot and the options, under its ID.
 pub trait Check {
@@ -155,6 +151,7 @@ pub fn run_all(s: &ClusterSnapshot, o: &Options) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::fixtures::*;
+    use super::pod_not_rewritten::pod_not_rewritten;
     use super::*;
     use crate::doctor::Severity;
     use crate::doctor::snapshot::{NoPolicy, Read};
