@@ -3,15 +3,13 @@
 //!
 //! - [`snapshot`]: what was read, digested ([`ClusterSnapshot`]);
 //! - [`read`]: reading it through [`crate::cluster::kubeapi`] (the only part that touches the network);
-//! - [`checks`]: the checks, pure functions of a snapshot and the clock; [`dra_checks`]: the live DRA
-//!   checks (two allocators on one node, an empty DRA MIG pool, a template name someone else holds);
+//! - [`checks`]: the checks, pure functions of a snapshot and the clock, one file each behind one
+//!   trait ([`checks::Check`]), run in the order of [`checks::ALL`];
 //! - here: findings, their order, the table and the JSON.
 //!
-//! The check IDs ([`checks::ALL`]) are a contract: scripts and alerts key on them.
+//! The check IDs (the names of [`checks::ALL`]) are a contract: scripts and alerts key on them.
 
-pub mod budget_checks;
 pub mod checks;
-pub mod dra_checks;
 pub mod read;
 pub mod snapshot;
 

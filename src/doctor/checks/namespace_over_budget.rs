@@ -1,25 +1,91 @@
 //! `namespace-over-budget`: namespaces whose live GPU pods hold more GPU-equivalents than their rule's
-//! `budget.gpuEquivalents` allows — typically after a policy change lowered a budget, or pods admitted
+//! `budget.gpuEquivalents` allows: typically after a policy change lowered a budget, or pods admitted
 //! before gpu-slicer ran (or while it was failing open). Running pods are never evicted; the webhook
 //! denies the namespace's new GPU pods (warns, in audit mode) until it is back within its budget.
 //!
-//! Each pod is counted as the webhook's Pod watch counts it ([`gpu_slicer_core::equivalents`], from its resources
-//! and gpu-slicer claims, under the namespace's rule and the NodePools read): pods that are not
-//! finished and not being deleted. A pure function of the snapshot.
+//! Each pod is counted as the webhook's Pod watch counts it ([`gpu_slicer_core::equivalents`], from its
+//! resources and gpu-slicer claims, under the namespace's rule and the NodePools read): pods that are
+//! not finished and not being deleted. A finding names the namespace, the rule, the budget, what is
+//! held and the largest holders, and says to scale down or raise the budget.
 
 use std::collections::BTreeMap;
 
-use super::snapshot::{ClusterSnapshot, PodInfo};
-use super::{Finding, Severity};
 use gpu_slicer_core::equivalents::{self, Units};
 use gpu_slicer_core::gpus::Gpus;
 use gpu_slicer_core::nodepool::NodePoolIndex;
 use gpu_slicer_core::policy::{Mode, Policy, Rule};
 
+use super::findings::{POLICY_OBJECT, finding, skipped};
+use super::{Check, Options};
+use crate::doctor::snapshot::{ClusterSnapshot, PodInfo};
+use crate::doctor::{Finding, Severity};
+
 pub const NAMESPACE_OVER_BUDGET: &str = "namespace-over-budget";
 
-/// Where the webhook's policy is looked for (manifests/webhook).
-const POLICY_OBJECT: &str = "ConfigMap/gpu-slicer/gpu-slicer-policy";
+/// The check, for [`super::ALL`].
+pub struct NamespaceOverBudget;
+
+impl Check for NamespaceOverBudget {
+    fn name(&self) -> &'static str {
+        NAMESPACE_OVER_BUDGET
+    }
+
+    fn run(&self, s: &ClusterSnapshot, _: &Options) -> Vec<Finding> {
+        namespace_over_budget(s)
+    }
+}
+
+/// Namespaces whose live GPU pods hold more than their rule's budget.
+pub fn namespace_over_budget(s: &ClusterSnapshot) -> Vec<Finding> {
+    let loaded = match &s.policy {
+        Ok(p) => p,
+        Err(no) => return skipped(NAMESPACE_OVER_BUDGET, POLICY_OBJECT, &no.why()),
+    };
+    let policy = &loaded.policy;
+    if policy.rules.iter().all(|r| r.budget.is_none()) {
+        return Vec::new();
+    }
+    let pools = NodePoolIndex::new(s.node_pools.found().into_iter().flatten().cloned());
+    let mut out = Vec::new();
+    for (namespace, (rule, mut h)) in held_per_namespace(s, policy, &pools) {
+        let Some(budget) = rule.budget else { continue };
+        if h.held <= budget {
+            continue;
+        }
+        h.largest
+            .sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let largest: Vec<String> = h
+            .largest
+            .iter()
+            .take(3)
+            .map(|(g, name)| format!("{name} ({g})"))
+            .collect();
+        let consequence = match rule.mode {
+            Mode::Enforce => "the webhook denies its new GPU pods until it is back within",
+            Mode::Audit => {
+                "rule is in audit mode: its new GPU pods are admitted with a would-deny warning until it is back within"
+            }
+        };
+        out.push(finding(
+            NAMESPACE_OVER_BUDGET,
+            Severity::Warning,
+            format!("Namespace/{namespace}"),
+            format!(
+                "namespace {namespace} holds {} GPU-equivalents in {} running or pending GPU pod(s), over the budget of {budget} that rule {} sets ({} over; largest: {}); running pods are not evicted, but {consequence}",
+                h.held,
+                h.pods,
+                rule.name,
+                h.held.saturating_sub(budget),
+                largest.join(", ")
+            ),
+            format!(
+                "scale down or delete pods in {namespace} until they hold at most {budget} (kubectl get pods -n {namespace} -o custom-columns=NAME:.metadata.name,GPU-EQ:.metadata.annotations.gpu-slicer\\.io/gpu-equivalents), or raise budget.gpuEquivalents of rule {} in {}",
+                rule.name, loaded.source
+            ),
+        ));
+    }
+    out
+}
 
 /// What a namespace's live GPU pods hold.
 #[derive(Default)]
@@ -69,66 +135,6 @@ fn held_per_namespace<'p>(
         h.pods += 1;
         h.held = h.held.saturating_add(usage.held);
         h.largest.push((usage.held, pod.name.clone()));
-    }
-    out
-}
-
-/// The check.
-pub fn namespace_over_budget(s: &ClusterSnapshot) -> Vec<Finding> {
-    let loaded = match &s.policy {
-        Ok(p) => p,
-        Err(no) => {
-            return vec![Finding {
-                check: NAMESPACE_OVER_BUDGET,
-                severity: Severity::Info,
-                object: POLICY_OBJECT.into(),
-                message: format!("skipped: {}", no.why()),
-                fix: String::new(),
-            }];
-        }
-    };
-    let policy = &loaded.policy;
-    if policy.rules.iter().all(|r| r.budget.is_none()) {
-        return Vec::new();
-    }
-    let pools = NodePoolIndex::new(s.node_pools.found().into_iter().flatten().cloned());
-    let mut out = Vec::new();
-    for (namespace, (rule, mut h)) in held_per_namespace(s, policy, &pools) {
-        let Some(budget) = rule.budget else { continue };
-        if h.held <= budget {
-            continue;
-        }
-        h.largest
-            .sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        let largest: Vec<String> = h
-            .largest
-            .iter()
-            .take(3)
-            .map(|(g, name)| format!("{name} ({g})"))
-            .collect();
-        let consequence = match rule.mode {
-            Mode::Enforce => "the webhook denies its new GPU pods until it is back within",
-            Mode::Audit => {
-                "rule is in audit mode: its new GPU pods are admitted with a would-deny warning until it is back within"
-            }
-        };
-        out.push(Finding {
-            check: NAMESPACE_OVER_BUDGET,
-            severity: Severity::Warning,
-            object: format!("Namespace/{namespace}"),
-            message: format!(
-                "namespace {namespace} holds {} GPU-equivalents in {} running or pending GPU pod(s), over the budget of {budget} that rule {} sets ({} over; largest: {}); running pods are not evicted, but {consequence}",
-                h.held,
-                h.pods,
-                rule.name,
-                h.held.saturating_sub(budget),
-                largest.join(", ")
-            ),
-            fix: format!(
-                "scale down or delete pods in {namespace} until they hold at most {budget} (kubectl get pods -n {namespace} -o custom-columns=NAME:.metadata.name,GPU-EQ:.metadata.annotations.gpu-slicer\\.io/gpu-equivalents), or raise budget.gpuEquivalents of rule {} in {}",
-                rule.name, loaded.source
-            ),
-        });
     }
     out
 }
