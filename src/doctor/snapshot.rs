@@ -413,8 +413,7 @@ impl TemplateInfo {
     }
 }
 
-/// The policy doctor judged the cluster by, and why there may be none: read by [`crate::policy_source`].
-pub use crate::policy_source::{LoadedPolicy, NoPolicy};
+use crate::policy_source::{LoadedPolicy, NoPolicy};
 
 /// The GPU Operator as read from its ClusterPolicy and the ConfigMaps it names.
 #[derive(Debug, Clone)]

@@ -10,9 +10,10 @@ use serde_json::{Value, json};
 use super::Options;
 use super::webhook_manifest::SHIPPED_WEBHOOK;
 use crate::doctor::snapshot::{
-    ClusterSnapshot, GpuOperator, LoadedPolicy, NodeClaimInfo, NodeInfo, OverlayInfo, PodInfo, Read,
+    ClusterSnapshot, GpuOperator, NodeClaimInfo, NodeInfo, OverlayInfo, PodInfo, Read,
 };
 use crate::doctor::{Finding, Severity};
+use crate::policy_source::LoadedPolicy;
 
 pub(super) fn repo(path: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)

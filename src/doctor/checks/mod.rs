@@ -154,7 +154,8 @@ mod tests {
     use super::pod_not_rewritten::pod_not_rewritten;
     use super::*;
     use crate::doctor::Severity;
-    use crate::doctor::snapshot::{NoPolicy, Read};
+    use crate::doctor::snapshot::Read;
+    use crate::policy_source::NoPolicy;
     use gpu_slicer_core::policy::Policy;
     use serde_json::json;
 

@@ -142,7 +142,7 @@ fn held_per_namespace<'p>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::doctor::snapshot::LoadedPolicy;
+    use crate::policy_source::LoadedPolicy;
 
     fn snapshot(policy: &str, pods: Vec<PodInfo>) -> ClusterSnapshot {
         ClusterSnapshot {

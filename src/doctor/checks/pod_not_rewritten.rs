@@ -150,7 +150,7 @@ mod tests {
     use super::*;
     use crate::doctor::checks::fixtures::*;
     use crate::doctor::checks::run_all;
-    use crate::doctor::snapshot::LoadedPolicy;
+    use crate::policy_source::LoadedPolicy;
     use gpu_slicer_core::policy::Policy;
     use serde_json::json;
 

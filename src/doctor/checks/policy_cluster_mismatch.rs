@@ -13,8 +13,9 @@ use gpu_slicer_core::nodepool::NodePoolIndex;
 
 use super::findings::{KARPENTER_CRDS, POLICY_OBJECT, finding, skipped};
 use super::{Check, Options};
-use crate::doctor::snapshot::{ClusterSnapshot, NoPolicy, Read};
+use crate::doctor::snapshot::{ClusterSnapshot, Read};
 use crate::doctor::{Finding, Severity};
+use crate::policy_source::NoPolicy;
 
 pub const POLICY_CLUSTER_MISMATCH: &str = "policy-cluster-mismatch";
 
