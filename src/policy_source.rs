@@ -154,6 +154,12 @@ pub fn load_file(path: &Path) -> Result<Policy, PolicyError> {
     Policy::parse(&text, &display)
 }
 
+/// The policy in a file's bytes as `serve` and its reload read them (invalid UTF-8 replaced, so a
+/// stray byte is a parse error that names its line, not an unreadable file).
+pub fn parse_bytes(bytes: &[u8], path: &Path) -> Result<Policy, PolicyError> {
+    Policy::parse(&String::from_utf8_lossy(bytes), &path.display().to_string())
+}
+
 /// The embedded example policy.
 pub fn example() -> Policy {
     // The example is validated by a test, so this cannot fail in a released binary.

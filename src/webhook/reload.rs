@@ -1,5 +1,6 @@
-//! Live policy reload: the policy file (a ConfigMap mount) is re-read every few seconds and compared
-//! byte for byte. Polling, not inotify: the kubelet updates ConfigMap mounts by swapping a `..data`
+//! Live policy reload, the one policy poller: the policy file (a ConfigMap mount) is re-read every
+//! few seconds and compared byte for byte, and a change parsed as [`crate::policy_source`] parses
+//! it. Polling, not inotify: the kubelet updates ConfigMap mounts by swapping a `..data`
 //! symlink, which watches on the file path never see; reading the path follows the new link.
 //!
 //! A valid new policy replaces the old one atomically between requests ([`App::replace_policy`]); an
@@ -10,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::webhook::server::App;
-use gpu_slicer_core::policy::Policy;
 
 /// What one look at the file found.
 #[derive(Debug, PartialEq, Eq)]
@@ -63,8 +63,7 @@ impl PolicyReloader {
             return Outcome::Unchanged;
         }
         self.last = Some(bytes.clone());
-        let text = String::from_utf8_lossy(&bytes);
-        match Policy::parse(&text, &shown) {
+        match crate::policy_source::parse_bytes(&bytes, &self.path) {
             Ok(policy) => {
                 let rules = policy.rules.len();
                 self.app.replace_policy(policy);

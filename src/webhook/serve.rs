@@ -56,11 +56,7 @@ fn initial_policy(file: Option<&PathBuf>) -> Result<(Policy, Vec<u8>), String> {
     };
     let bytes =
         crate::input::read_bytes(path).map_err(|e| format!("--policy {}: {e}", path.display()))?;
-    let policy = Policy::parse(
-        &String::from_utf8_lossy(&bytes),
-        &path.display().to_string(),
-    )
-    .map_err(|e| e.to_string())?;
+    let policy = crate::policy_source::parse_bytes(&bytes, path).map_err(|e| e.to_string())?;
     Ok((policy, bytes))
 }
 
