@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::cluster::kubeapi;
 use crate::terminal::escape_controls;
-use crate::webhook::serve::{Certificate, Config, Server};
+use crate::webhook::serve::{Certificate, ClusterAccess, Config, Server};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -124,27 +123,17 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         certificate,
         reload_every: Duration::from_secs(args.reload_interval.max(1)),
-        cluster: cluster_client(&args).await?,
+        cluster: if args.offline {
+            ClusterAccess::Offline
+        } else {
+            ClusterAccess::Api {
+                kubeconfig: args.kubeconfig.clone(),
+            }
+        },
     };
     let server = Server::start(config).await.map_err(anyhow::Error::msg)?;
     let addr = server.local_addr().map_err(anyhow::Error::msg)?;
     tracing::info!(%addr, "serving https: POST /mutate, GET /healthz /readyz /metrics");
     server.run().await;
     Ok(())
-}
-
-/// The API client for cluster mode: `--kubeconfig`, else the in-cluster config inside a pod; `None`
-/// offline (`--offline`, or outside a pod without `--kubeconfig`).
-pub(super) async fn cluster_client(args: &ServeArgs) -> anyhow::Result<Option<kube::Client>> {
-    if args.offline {
-        return Ok(None);
-    }
-    kubeapi::webhook_client(args.kubeconfig.as_deref())
-        .await
-        .map_err(|e| match e {
-            kubeapi::ApiError::InCluster(_) => {
-                anyhow::anyhow!("{e} (use --offline to run without the API)")
-            }
-            e => anyhow::Error::new(e),
-        })
 }

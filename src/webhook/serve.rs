@@ -11,6 +11,7 @@ use std::time::Duration;
 use gpu_slicer_core::nodepool::NodePoolIndex;
 use gpu_slicer_core::policy::Policy;
 
+use crate::cluster::kubeapi;
 use crate::cluster::watch::Cluster;
 use crate::webhook::admission::StaticFacts;
 use crate::webhook::metrics::Metrics;
@@ -37,8 +38,31 @@ pub struct Config {
     pub certificate: Certificate,
     /// How often the policy file and the certificate are re-read.
     pub reload_every: Duration,
-    /// Cluster mode's client; `None` offline.
-    pub cluster: Option<kube::Client>,
+    pub cluster: ClusterAccess,
+}
+
+/// Whether `serve` reads the cluster.
+#[derive(Debug, Clone)]
+pub enum ClusterAccess {
+    /// `--offline`: namespaces known by name only, NodePools from `--nodepools`.
+    Offline,
+    /// Cluster mode, with `--kubeconfig` or else the in-cluster config (a pod's service account).
+    Api { kubeconfig: Option<PathBuf> },
+}
+
+/// The API client for cluster mode; `None` offline, or outside a pod without `--kubeconfig`.
+async fn cluster_client(access: &ClusterAccess) -> Result<Option<kube::Client>, String> {
+    let ClusterAccess::Api { kubeconfig } = access else {
+        return Ok(None);
+    };
+    kubeapi::webhook_client(kubeconfig.as_deref())
+        .await
+        .map_err(|e| match e {
+            kubeapi::ApiError::InCluster(_) => {
+                format!("{e} (use --offline to run without the API)")
+            }
+            e => e.to_string(),
+        })
 }
 
 /// A server bound to its address, not yet serving.
@@ -119,7 +143,7 @@ impl Server {
         if let Some(path) = &config.policy_file {
             PolicyReloader::new(path.clone(), policy_bytes, app.clone()).spawn(every);
         }
-        match config.cluster {
+        match cluster_client(&config.cluster).await? {
             Some(client) => start_cluster_mode(&app, client, config.nodepools.is_none()),
             None => {
                 tracing::info!("offline: namespaces known by name only; NodePools from --nodepools")
