@@ -131,8 +131,8 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
             }
         },
     };
-    let server = Server::start(config).await.map_err(anyhow::Error::msg)?;
-    let addr = server.local_addr().map_err(anyhow::Error::msg)?;
+    let server = Server::start(config).await?;
+    let addr = server.local_addr()?;
     tracing::info!(%addr, "serving https: POST /mutate, GET /healthz /readyz /metrics");
     server.run().await;
     Ok(())

@@ -51,7 +51,7 @@ pub enum ClusterAccess {
 }
 
 /// The API client for cluster mode; `None` offline, or outside a pod without `--kubeconfig`.
-async fn cluster_client(access: &ClusterAccess) -> Result<Option<kube::Client>, String> {
+async fn cluster_client(access: &ClusterAccess) -> Result<Option<kube::Client>, ServeError> {
     let ClusterAccess::Api { kubeconfig } = access else {
         return Ok(None);
     };
@@ -59,10 +59,34 @@ async fn cluster_client(access: &ClusterAccess) -> Result<Option<kube::Client>, 
         .await
         .map_err(|e| match e {
             kubeapi::ApiError::InCluster(_) => {
-                format!("{e} (use --offline to run without the API)")
+                ServeError::Cluster(format!("{e} (use --offline to run without the API)"))
             }
-            e => e.to_string(),
+            e => ServeError::Cluster(e.to_string()),
         })
+}
+
+/// Why the server did not start; each message names the flag or input to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("--policy {path}: {source}")]
+    PolicyRead {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Policy(#[from] gpu_slicer_core::policy::PolicyError),
+    #[error(transparent)]
+    NodePools(#[from] gpu_slicer_core::nodepool::NodePoolError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The API client for cluster mode (the message says to use `--offline` where that helps).
+    #[error("{0}")]
+    Cluster(String),
+    #[error("--listen {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A server bound to its address, not yet serving.
@@ -74,21 +98,23 @@ pub struct Server {
 }
 
 /// The policy in `file` and the bytes it was parsed from, or the embedded example.
-fn initial_policy(file: Option<&PathBuf>) -> Result<(Policy, Vec<u8>), String> {
+fn initial_policy(file: Option<&PathBuf>) -> Result<(Policy, Vec<u8>), ServeError> {
     let Some(path) = file else {
         return Ok((crate::policy_source::example(), Vec::new()));
     };
-    let bytes =
-        crate::input::read_bytes(path).map_err(|e| format!("--policy {}: {e}", path.display()))?;
-    let policy = crate::policy_source::parse_bytes(&bytes, path).map_err(|e| e.to_string())?;
+    let bytes = crate::input::read_bytes(path).map_err(|source| ServeError::PolicyRead {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let policy = crate::policy_source::parse_bytes(&bytes, path)?;
     Ok((policy, bytes))
 }
 
-fn certificate_files(certificate: &Certificate) -> Result<(PathBuf, PathBuf), String> {
+fn certificate_files(certificate: &Certificate) -> Result<(PathBuf, PathBuf), ServeError> {
     match certificate {
         Certificate::Files { cert, key } => Ok((cert.clone(), key.clone())),
         Certificate::Dev(dir) => {
-            let dev = tls::ensure_dev_certs(dir).map_err(|e| e.to_string())?;
+            let dev = tls::ensure_dev_certs(dir)?;
             if dev.created {
                 tracing::info!(ca = %dev.ca.display(), "created a dev CA and serving certificate (localhost, 127.0.0.1); trust the CA to call the webhook");
             } else {
@@ -117,10 +143,10 @@ fn start_cluster_mode(app: &Arc<App>, client: kube::Client, pools_from_cluster: 
 
 impl Server {
     /// Loads what the configuration names, starts the reloads and watches, and binds the address.
-    pub async fn start(config: Config) -> Result<Server, String> {
+    pub async fn start(config: Config) -> Result<Server, ServeError> {
         let (policy, policy_bytes) = initial_policy(config.policy_file.as_ref())?;
         let pools = match &config.nodepools {
-            Some(dir) => crate::input::nodepools(dir).map_err(|e| e.to_string())?,
+            Some(dir) => crate::input::nodepools(dir)?,
             None => NodePoolIndex::default(),
         };
         tracing::info!(
@@ -131,8 +157,8 @@ impl Server {
         );
         let (cert, key) = certificate_files(&config.certificate)?;
         let every = config.reload_every;
-        let resolver = Arc::new(tls::ReloadingCert::load(&cert, &key).map_err(|e| e.to_string())?);
-        let tls = tls::server_config(resolver.clone()).map_err(|e| e.to_string())?;
+        let resolver = Arc::new(tls::ReloadingCert::load(&cert, &key)?);
+        let tls = tls::server_config(resolver.clone())?;
         let limits = Limits::default();
         let app = App::new(
             StaticFacts { policy, pools },
@@ -151,7 +177,10 @@ impl Server {
         }
         let bound = Bound::bind(config.listen)
             .await
-            .map_err(|e| format!("--listen {}: {e}", config.listen))?;
+            .map_err(|source| ServeError::Listen {
+                addr: config.listen,
+                source,
+            })?;
         Ok(Server {
             app,
             bound,
@@ -160,8 +189,8 @@ impl Server {
         })
     }
 
-    pub fn local_addr(&self) -> Result<SocketAddr, String> {
-        self.bound.local_addr().map_err(|e| e.to_string())
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.bound.local_addr()
     }
 
     /// Serves until SIGTERM or Ctrl-C, then stops being ready and drains.
