@@ -10,6 +10,9 @@
 //!   without the label are never read for writing, changed or deleted.
 //! - A pod admitted before its namespace's template exists still gets the claim: the ResourceClaim
 //!   controller creates the pod's claim once the template appears, and the pod waits until then.
+//!
+//! Imports: the core, [`crate::cluster`] and [`crate::policy_source`] (the policy in force, as
+//! [`crate::policy_source::LivePolicy`]); never the webhook that starts it.
 
 use std::sync::Arc;
 use std::time::Duration;

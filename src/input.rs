@@ -2,6 +2,8 @@
 //! directories, stdin) with a size cap and only from regular files, so a mistaken `-f /dev/zero`, a
 //! FIFO nobody writes to or a multi-gigabyte file is an error naming the input, never a hang or an
 //! out-of-memory kill.
+//!
+//! Imports: the core only (YAML documents, the NodePool / GPU Operator / DRA driver parsers).
 
 use std::fs::File;
 use std::io::{self, Read};

@@ -1,6 +1,8 @@
 //! Text for a terminal: names and messages from manifests or the cluster are shown with their control
 //! characters escaped, so an object named with `ESC [2J` cannot clear or rewrite the reader's screen.
 //! JSON and HTML outputs are escaped by their own encoders and do not use this.
+//!
+//! Imports: nothing of the crate.
 
 use std::borrow::Cow;
 

@@ -2,6 +2,8 @@
 //!
 //! The clap definitions ([`Cli`], [`Command`]) and one small file per command, each turning its
 //! arguments into calls of the subsystems below (`anyhow` is for this edge only).
+//!
+//! Imports: anything in the crate; nothing imports it but `main.rs`.
 
 mod certs;
 mod doctor;

@@ -8,6 +8,10 @@
 //! - here: findings, their order, the table and the JSON.
 //!
 //! The check IDs (the names of [`checks::ALL`]) are a contract: scripts and alerts key on them.
+//!
+//! Imports: the core, [`crate::input`], [`crate::terminal`], [`crate::cluster`],
+//! [`crate::policy_source`], [`crate::controller`] and [`crate::webhook`] (the manifests it checks
+//! against); never its peers (planner, report, usage) or the CLI.
 
 pub mod checks;
 pub mod read;

@@ -32,6 +32,9 @@
 //!   [`emit`] (the configs that make it real).
 //!
 //! Every public item of the parts is re-exported here, at the path it had before the split.
+//!
+//! Imports: the core, [`crate::input`], [`crate::terminal`], [`crate::html`] and [`crate::cluster`];
+//! never its peers (doctor, report, usage) or the CLI.
 
 pub mod allocatable;
 pub mod assemble;

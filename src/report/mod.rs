@@ -5,6 +5,9 @@
 //! and namespace labels that runs the engine on each pod). The rows show what **enforce** would do,
 //! whatever the rule's mode, with the mode beside it: the report is what a platform team reads before
 //! switching a rule from audit to enforce.
+//!
+//! Imports: the core, [`crate::input`], [`crate::terminal`], [`crate::html`], [`crate::cluster`] and
+//! [`crate::policy_source`]; never its peers (planner, doctor, usage) or the CLI.
 
 pub mod budget;
 pub mod cluster;

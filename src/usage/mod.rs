@@ -3,6 +3,9 @@
 //! self-contained HTML page. Read-only: every list paginated through [`crate::cluster::kubeapi`], each
 //! pod projected as its page arrives (the Pod watch's lean type), so a large cluster's pods never sit
 //! in memory at once.
+//!
+//! Imports: the core, [`crate::terminal`], [`crate::html`], [`crate::cluster`] and
+//! [`crate::policy_source`]; never its peers (planner, doctor, report) or the CLI.
 
 pub mod html;
 

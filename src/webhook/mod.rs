@@ -1,4 +1,9 @@
-//! The webhook's transport: the AdmissionReview envelope, HTTPS and certificates, live reload, metrics.
+//! The admission webhook: the AdmissionReview envelope, HTTPS and certificates, live reload, body
+//! and GPU budgets, metrics, the audit log.
+//! [`serve`] assembles the server from its configuration in one place.
+//!
+//! Imports: the core, [`crate::input`], [`crate::cluster`], [`crate::policy_source`] and
+//! [`crate::controller`]; never the commands (planner, doctor, report, usage, cli).
 
 pub mod admission;
 pub mod audit_log;

@@ -1,5 +1,7 @@
 //! The `gpu-slicer.io/` pod annotations in one place: those developers write (their asks) and those
 //! the webhook writes (its record).
+//!
+//! Imports: nothing of this crate (the lowest layer).
 
 /// Developer annotation: ask for a specific MIG profile.
 pub const PROFILE_ANNOTATION: &str = "gpu-slicer.io/profile";

@@ -1,6 +1,8 @@
 //! The audit trail: one record per decision that touches a GPU, shown four ways — a JSON log line
 //! (target `gpu_slicer::audit`), the response's `auditAnnotations`, kubectl warnings, and the pod
 //! annotation `gpu-slicer.io/rewritten`.
+//!
+//! Imports: nothing of this crate (the lowest layer).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;

@@ -3,6 +3,9 @@
 //!
 //! Cluster mode counts a namespace from a Pod watch plus the admissions still in flight
 //! (`crate::cluster::usage`); offline there is nothing to count, so a budget is said, not checked.
+//!
+//! Imports (of this crate): [`crate::engine`], [`crate::equivalents`], [`crate::gpus`],
+//! [`crate::policy`].
 
 use crate::engine::{self, Decision};
 use crate::equivalents::Usage;

@@ -16,6 +16,8 @@
 //!   `karpenter.k8s.aws/instance-cpu` and `karpenter.k8s.aws/instance-memory`, resource `pods` for the
 //!   AL2023 AMI family), as of [`SIZES_AS_OF`]; a test recomputes that page's allocatable `cpu` and
 //!   `memory` from them (`crate::plan::allocatable`).
+//!
+//! Imports: nothing of this crate (the lowest layer).
 
 /// Date of the on-demand prices below (Karpenter's generated pricing table, us-east-1).
 pub const PRICES_AS_OF: &str = "2026-07-20";

@@ -16,6 +16,9 @@
 //! Pure: no I/O, no clock. Amounts are integers of [`Gpus::UNIT`] per GPU, a multiple of every
 //! replica count up to 16 and of 7 and 4, so sums of slices and shares are exact and budgets do not
 //! drift; they print as decimals ([`Gpus`]'s `Display`).
+//!
+//! Imports (of this crate): [`crate::catalog`], [`crate::dra`], [`crate::gpus`],
+//! [`crate::nodepool`], [`crate::pod`], [`crate::policy`], [`crate::quantity`].
 
 use std::borrow::Cow;
 

@@ -6,6 +6,8 @@
 //! `device-filter`, `devices`, `mig-enabled`, `mig-devices`) and the device plugin's
 //! `api/config/v1` (`sharing.timeSlicing` / `sharing.mps`, `renameByDefault`,
 //! `failRequestsGreaterThanOne`, `resources[].name|rename|replicas|devices`).
+//!
+//! Imports (of this crate): [`crate::catalog`], [`crate::policy`].
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,8 @@
 //! An amount of GPU-equivalents: the one unit budgets, usage and spend are counted in, whatever form a
 //! pod's GPUs take ([`crate::equivalents`] says what each form counts). Below the policy, which
 //! writes budgets in it.
+//!
+//! Imports: nothing of this crate (the lowest layer).
 
 use std::fmt;
 

@@ -10,6 +10,9 @@
 //!   registers one, and Karpenter never gives up on it;
 //! - two same-weight overlays touching one resource conflict and are dropped for every NodePool, so
 //!   every overlay gets an explicit, distinct weight.
+//!
+//! Imports (of this crate): [`crate::catalog`], [`crate::gpu_operator`], [`crate::nodepool`],
+//! [`crate::policy`].
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,6 +1,8 @@
 //! Label selectors, matched the one way Kubernetes does (k8s.io/apimachinery/pkg/labels): a rule's
 //! `namespaceSelector`, a NodePool's requirements seen by doctor, a workload's selector. Also the
 //! label every namespace carries with its own name.
+//!
+//! Imports: nothing of this crate (the lowest layer).
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,7 @@
 //! Karpenter NodePools (`karpenter.sh/v1`) as routing facts: the labels that select a slicing layout and
 //! the taints a pod must tolerate. One index, fed by `--nodepools DIR` or by the cluster watch.
+//!
+//! Imports (of this crate): [`crate::catalog`], [`crate::pod`], [`crate::policy`].
 
 use std::collections::BTreeMap;
 

@@ -2,6 +2,8 @@
 //!
 //! A partial, typed view: serde skips every field not named here, so an AdmissionReview's pod is parsed
 //! without building the whole `k8s_openapi` `Pod` tree (managedFields, volumes, env, ...).
+//!
+//! Imports: nothing of this crate (the lowest layer).
 
 use std::collections::BTreeMap;
 

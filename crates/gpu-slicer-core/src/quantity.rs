@@ -2,6 +2,8 @@
 //!
 //! Grammar from k8s.io/apimachinery/pkg/api/resource (quantity.go): a signed decimal number followed by a
 //! binary suffix (Ki..Ei), a decimal suffix (n, u, m, k, M, G, T, P, E) or a decimal exponent (e3, E-2).
+//!
+//! Imports: nothing of this crate (the lowest layer).
 
 /// Parses a quantity into its value in base units (bytes for memory), rounded up to a whole unit.
 /// Returns `None` for anything that is not a quantity, or a negative one.

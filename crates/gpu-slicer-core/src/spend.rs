@@ -6,6 +6,9 @@
 //! is the lowest of them, the type Karpenter launches when it fits (its price-capacity choice among
 //! the allowed types). Rules without a NodePool, or NodePools without catalogued instance types, have
 //! no price: their cost is unknown, never 0.
+//!
+//! Imports (of this crate): [`crate::catalog`], [`crate::gpus`], [`crate::nodepool`],
+//! [`crate::policy`].
 
 use serde::Serialize;
 

@@ -1,4 +1,6 @@
 //! Kubernetes YAML: the documents of a multi-document text (files are read by the binary's `input`).
+//!
+//! Imports: nothing of this crate (the lowest layer).
 
 use serde::Deserialize;
 

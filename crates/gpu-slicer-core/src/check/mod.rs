@@ -1,5 +1,8 @@
 //! `policy check`: does the policy agree with the NodePools it routes to and the GPU Operator configs
 //! those NodePools select? Every finding names the rule, the NodePool and the config involved.
+//!
+//! Imports (of this crate): [`crate::catalog`], [`crate::dra`], [`crate::gpu_operator`],
+//! [`crate::karpenter`], [`crate::nodepool`], [`crate::policy`], [`crate::yaml`].
 
 pub mod dra_driver;
 pub mod replicas;

@@ -17,6 +17,9 @@
 //! GPUs; it has no metadata for MIG devices. MPS cannot be shared per pod (the driver refuses MPS
 //! with consumable shares), nor can time-slicing on MIG devices (the driver documents
 //! `MigDeviceConfig` time-slicing as having no effect).
+//!
+//! Imports (of this crate): [`crate::annotations`], [`crate::pod`], [`crate::policy`],
+//! [`crate::quantity`].
 
 pub mod claims;
 

@@ -13,7 +13,7 @@ use crate::dra::claims::{ClaimFacts, ClaimSource, ClaimVerdict};
 use crate::pod::{Pod, Section};
 use crate::policy::{Backend, WHOLE_GPU};
 
-use super::Planner;
+use super::Decider;
 use super::rename::{add, pointer};
 use super::scan::{GpuUse, Kind, slicer_claims};
 use super::sizing::dra_offer;
@@ -58,7 +58,7 @@ pub(super) fn own_gpu_claims<'p>(pod: &'p Pod, facts: &ClaimFacts) -> Vec<OwnCla
         .collect()
 }
 
-impl Planner<'_> {
+impl Decider<'_> {
     /// Claims the pod already makes from gpu-slicer's templates must be ones its rule offers.
     pub(super) fn check_slicer_claims(&self) -> Result<(), String> {
         let rule = self.rule;

@@ -7,6 +7,10 @@
 //! IfNeeded`): the engine only emits operations for what is still missing — renamed requests ask for the
 //! slice directly, selectors and tolerations already present are skipped — so its output decides to
 //! "no operations".
+//!
+//! Imports (of this crate): [`crate::annotations`], [`crate::audit`], [`crate::catalog`],
+//! [`crate::dra`], [`crate::equivalents`], [`crate::nodepool`], [`crate::pod`], [`crate::policy`],
+//! [`crate::quantity`].
 
 pub mod mode;
 
@@ -143,7 +147,7 @@ pub fn decide_with_claims(
             }
         };
     };
-    Planner {
+    Decider {
         pod,
         ns,
         rule,
@@ -189,7 +193,9 @@ fn deny(message: String, mut record: Record, warnings: Vec<String>) -> Decision 
     }
 }
 
-struct Planner<'a> {
+/// One decision in progress: a pod under the rule that matched it, with what the scan found and the
+/// warnings said so far. Its methods, in this module and beside it, are the steps of [`decide`].
+struct Decider<'a> {
     pod: &'a Pod,
     ns: Namespace<'a>,
     rule: &'a Rule,
@@ -203,7 +209,7 @@ struct Planner<'a> {
     unsaid: usize,
 }
 
-impl Planner<'_> {
+impl Decider<'_> {
     fn record(&self, outcome: Outcome) -> Record {
         Record {
             rule: Some(self.rule.name.clone()),

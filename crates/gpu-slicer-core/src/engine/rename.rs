@@ -11,11 +11,11 @@ use crate::equivalents::{Asks, Usage};
 use crate::pod::Pod;
 use crate::policy::{Action, Backend, MigStrategy, WHOLE_GPU};
 
-use super::Planner;
+use super::Decider;
 use super::scan::Kind;
 use super::sizing::{dra_offer, mig_offer};
 
-impl Planner<'_> {
+impl Decider<'_> {
     /// The DRA claim (`backend: dra`) or the renamed requests, as patch operations and changes;
     /// returns what the pod holds afterwards.
     pub(super) fn rewrite(

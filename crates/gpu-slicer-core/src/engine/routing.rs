@@ -6,10 +6,10 @@ use serde_json::Value;
 use crate::nodepool::{NODEPOOL_LABEL, NodePool};
 use crate::pod::Toleration;
 
-use super::Planner;
+use super::Decider;
 use super::rename::add;
 
-impl Planner<'_> {
+impl Decider<'_> {
     /// Node selectors and tolerations that send the pod to the rule's NodePool.
     pub(super) fn route(
         &self,

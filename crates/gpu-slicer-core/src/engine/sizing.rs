@@ -9,9 +9,9 @@ use crate::nodepool::{NodePoolIndex, pool_gpus, profile_memory_mib};
 use crate::policy::{Action, Backend, MIG_PREFIX, MigStrategy, Rule};
 use crate::quantity;
 
-use super::Planner;
+use super::Decider;
 
-impl Planner<'_> {
+impl Decider<'_> {
     pub(super) fn note_unused_sizing_annotations(&mut self) {
         for key in [PROFILE_ANNOTATION, GPU_MEMORY_ANNOTATION] {
             // DRA time-slicing by memory asks for the pod's gpu-memory (dra::template_for).

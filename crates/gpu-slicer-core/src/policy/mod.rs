@@ -2,6 +2,9 @@
 //!
 //! Parsed strictly (unknown fields are errors) and validated once, at load; the engine then only reads
 //! a [`Policy`], which cannot be half-valid.
+//!
+//! Imports (of this crate): [`crate::catalog`], [`crate::gpus`], [`crate::labels`],
+//! [`crate::pod`], [`crate::quantity`].
 
 pub mod dra_sharing;
 mod validate;
