@@ -41,13 +41,28 @@ pub fn read_stdin() -> io::Result<String> {
     utf8(capped(io::stdin().lock())?)
 }
 
-/// A `-f` argument: `-` is stdin, anything else a file. Errors name the input (`stdin`, the path).
-pub fn read_arg(arg: &str) -> Result<String, String> {
-    if arg == "-" {
-        read_stdin().map_err(|e| format!("stdin: {e}"))
+/// Why an input could not be used; the message names the input (`stdin`, the path).
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// Not readable: missing, not a regular file, over [`MAX_INPUT_BYTES`], not UTF-8.
+    #[error("{input}: {source}")]
+    Read { input: String, source: io::Error },
+    /// Read, but not what it should be (the parser's message, which names the input).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A `-f` argument: `-` is stdin, anything else a file.
+pub fn read_arg(arg: &str) -> Result<String, InputError> {
+    let (input, read) = if arg == "-" {
+        ("stdin", read_stdin())
     } else {
-        read_text(Path::new(arg)).map_err(|e| format!("{arg}: {e}"))
-    }
+        (arg, read_text(Path::new(arg)))
+    };
+    read.map_err(|source| InputError::Read {
+        input: input.to_string(),
+        source,
+    })
 }
 
 /// Reads at most one byte past the limit, so an over-limit input is told apart without being held.
@@ -134,10 +149,13 @@ pub fn gpu_operator_configs(dir: &Path) -> Result<GpuOperatorConfigs, ConfigErro
 }
 
 /// A Helm values file of the NVIDIA DRA driver's chart.
-pub fn driver_values(path: &Path) -> Result<DriverValues, String> {
-    let source = path.display().to_string();
-    let text = read_text(path).map_err(|e| format!("{source}: {e}"))?;
-    DriverValues::from_text(&text, source)
+pub fn driver_values(path: &Path) -> Result<DriverValues, InputError> {
+    let input = path.display().to_string();
+    let text = read_text(path).map_err(|source| InputError::Read {
+        input: input.clone(),
+        source,
+    })?;
+    DriverValues::from_text(&text, input).map_err(InputError::Invalid)
 }
 
 #[cfg(test)]

@@ -79,7 +79,7 @@ pub(super) fn mutate_inner(args: &MutateArgs) -> anyhow::Result<bool> {
         policy.force_mode(mode.into());
     }
     let pools = load_pools(args.nodepools.as_deref())?;
-    let text = crate::input::read_arg(&args.file).map_err(anyhow::Error::msg)?;
+    let text = crate::input::read_arg(&args.file)?;
     let docs = gpu_slicer_core::yaml::documents(&text)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.file))?;
     let [doc] = docs.as_slice() else {

@@ -61,11 +61,8 @@ pub struct PlanArgs {
 pub(super) fn run(args: PlanArgs) -> ExitCode {
     let result = (|| -> anyhow::Result<()> {
         let mut inventory = match &args.file {
-            Some(file) => planner::Inventory::parse(
-                &crate::input::read_arg(file).map_err(anyhow::Error::msg)?,
-                file,
-            )
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
+            Some(file) => planner::Inventory::parse(&crate::input::read_arg(file)?, file)
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
             None => inventory_from_cluster(args.kubeconfig.as_deref())?,
         };
         if let Some(n) = args.max_shared_replicas {

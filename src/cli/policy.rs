@@ -118,8 +118,7 @@ pub(super) fn load_dra_cluster(
             .dra_values
             .as_deref()
             .map(crate::input::driver_values)
-            .transpose()
-            .map_err(anyhow::Error::msg)?,
+            .transpose()?,
         ..Default::default()
     };
     if let Some(dir) = &args.device_classes {

@@ -158,7 +158,7 @@ pub fn load_paths(paths: &[String]) -> Result<Vec<Document>, String> {
     let mut seen = Seen::default();
     for path in paths {
         if path == "-" {
-            let text = crate::input::read_arg(path)?;
+            let text = crate::input::read_arg(path).map_err(|e| e.to_string())?;
             push_docs(&mut docs, "stdin", &text)?;
             continue;
         }
