@@ -112,6 +112,51 @@ impl PolicySource {
     }
 }
 
+impl PolicySource {
+    /// The policy `serve` starts with, and the bytes it was parsed from (what the reload compares
+    /// with; none for the embedded example). Parsed as the reload parses ([`parse_bytes`]).
+    pub fn read_served(&self) -> Result<(Policy, Vec<u8>), ServedPolicyError> {
+        match self {
+            PolicySource::File(path) => {
+                let bytes =
+                    crate::input::read_bytes(path).map_err(|source| ServedPolicyError::Read {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                Ok((parse_bytes(&bytes, path)?, bytes))
+            }
+            PolicySource::Embedded => Ok((example(), Vec::new())),
+            PolicySource::ConfigMap => Err(ServedPolicyError::NotServed),
+        }
+    }
+
+    /// How `serve` names it in its log.
+    pub fn describe(&self) -> String {
+        match self {
+            PolicySource::File(path) => path.display().to_string(),
+            PolicySource::Embedded => "embedded example".into(),
+            PolicySource::ConfigMap => {
+                format!("ConfigMap {POLICY_NAMESPACE}/{POLICY_CONFIGMAP}")
+            }
+        }
+    }
+}
+
+/// Why `serve` could not read its policy.
+#[derive(Debug, thiserror::Error)]
+pub enum ServedPolicyError {
+    #[error("--policy {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Invalid(#[from] PolicyError),
+    /// The server reads a file (the ConfigMap's mount, re-read on change), never the API.
+    #[error("serve reads its policy from a file (the ConfigMap's mount) or the embedded example")]
+    NotServed,
+}
+
 /// Why [`PolicySource::read`] found no policy.
 #[derive(Debug)]
 pub enum SourceError {

@@ -12,6 +12,8 @@ mod karpenter;
 mod mutate;
 mod plan;
 mod policy;
+mod policy_check;
+mod policy_report;
 mod serve;
 mod usage;
 
@@ -95,8 +97,8 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Mutate(args) => mutate::run(args),
-        Command::Policy(PolicyCommand::Check(args)) => policy::check(args),
-        Command::Policy(PolicyCommand::Report(args)) => policy::report(args),
+        Command::Policy(PolicyCommand::Check(args)) => policy_check::check(args),
+        Command::Policy(PolicyCommand::Report(args)) => policy_report::report(args),
         Command::Karpenter(KarpenterCommand::Overlays(args)) => karpenter::overlays(args),
         Command::Plan(args) => plan::run(args),
         Command::Dra(DraCommand::Templates(args)) => dra::templates(args),

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::policy_source::PolicySource;
 use crate::terminal::escape_controls;
 use crate::webhook::serve::{Certificate, ClusterAccess, Config, Server};
 
@@ -118,7 +119,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         _ => Certificate::Dev(args.certs_dir.clone()),
     };
     let config = Config {
-        policy_file: args.policy.clone(),
+        policy: PolicySource::file_or_example(args.policy.as_deref()),
         nodepools: args.nodepools.clone(),
         listen: args.listen,
         certificate,

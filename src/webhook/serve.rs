@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gpu_slicer_core::nodepool::NodePoolIndex;
-use gpu_slicer_core::policy::Policy;
 
 use crate::cluster::kubeapi;
 use crate::cluster::watch::Cluster;
+use crate::policy_source::{PolicySource, ServedPolicyError};
 use crate::webhook::admission::StaticFacts;
 use crate::webhook::metrics::Metrics;
 use crate::webhook::reload::PolicyReloader;
@@ -30,8 +30,8 @@ pub enum Certificate {
 
 /// Everything `serve` is configured with.
 pub struct Config {
-    /// The policy file, re-read every `reload_every`; `None`: the embedded example.
-    pub policy_file: Option<PathBuf>,
+    /// The policy: a file (re-read every `reload_every`) or the embedded example.
+    pub policy: PolicySource,
     /// `--nodepools`: NodePools from a directory instead of the cluster's.
     pub nodepools: Option<PathBuf>,
     pub listen: SocketAddr,
@@ -68,13 +68,8 @@ async fn cluster_client(access: &ClusterAccess) -> Result<Option<kube::Client>, 
 /// Why the server did not start; each message names the flag or input to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("--policy {path}: {source}")]
-    PolicyRead {
-        path: String,
-        source: std::io::Error,
-    },
     #[error(transparent)]
-    Policy(#[from] gpu_slicer_core::policy::PolicyError),
+    Policy(#[from] ServedPolicyError),
     #[error(transparent)]
     NodePools(#[from] gpu_slicer_core::nodepool::NodePoolError),
     #[error(transparent)]
@@ -95,19 +90,6 @@ pub struct Server {
     bound: Bound,
     tls: Arc<rustls::ServerConfig>,
     limits: Limits,
-}
-
-/// The policy in `file` and the bytes it was parsed from, or the embedded example.
-fn initial_policy(file: Option<&PathBuf>) -> Result<(Policy, Vec<u8>), ServeError> {
-    let Some(path) = file else {
-        return Ok((crate::policy_source::example(), Vec::new()));
-    };
-    let bytes = crate::input::read_bytes(path).map_err(|source| ServeError::PolicyRead {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let policy = crate::policy_source::parse_bytes(&bytes, path)?;
-    Ok((policy, bytes))
 }
 
 fn certificate_files(certificate: &Certificate) -> Result<(PathBuf, PathBuf), ServeError> {
@@ -144,13 +126,13 @@ fn start_cluster_mode(app: &Arc<App>, client: kube::Client, pools_from_cluster: 
 impl Server {
     /// Loads what the configuration names, starts the reloads and watches, and binds the address.
     pub async fn start(config: Config) -> Result<Server, ServeError> {
-        let (policy, policy_bytes) = initial_policy(config.policy_file.as_ref())?;
+        let (policy, policy_bytes) = config.policy.read_served()?;
         let pools = match &config.nodepools {
             Some(dir) => crate::input::nodepools(dir)?,
             None => NodePoolIndex::default(),
         };
         tracing::info!(
-            policy = %config.policy_file.as_ref().map_or("embedded example".into(), |p| p.display().to_string()),
+            policy = %config.policy.describe(),
             rules = policy.rules.len(),
             node_pools = pools.len(),
             "policy loaded"
@@ -166,7 +148,7 @@ impl Server {
             limits.clone(),
         );
         resolver.spawn_poll(every, app.metrics.certificate_expiry.clone());
-        if let Some(path) = &config.policy_file {
+        if let PolicySource::File(path) = &config.policy {
             PolicyReloader::new(path.clone(), policy_bytes, app.clone()).spawn(every);
         }
         match cluster_client(&config.cluster).await? {
