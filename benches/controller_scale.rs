@@ -7,9 +7,9 @@
 //! `backend: dra` `mig` rule matches, each already holding its two templates (1g.10gb, 2g.20gb) as the
 //! controller writes them. The controller starts and reconciles them all (nothing to write); then the
 //! policy is replaced (`App::replace_policy`, what a reload does) with one that also allows 3g.40gb, and
-//! the clock runs until every namespace holds `gpu-slicer-mig-3g.40gb`. The controller notices a new
-//! policy on its reload tick, so the time is split into detection (until the first write) and the
-//! reconcile itself; requests are counted until the controller is quiet again.
+//! the clock runs until every namespace holds `gpu-slicer-mig-3g.40gb`. The controller is told of a new
+//! policy the moment it is replaced (`LivePolicy`; before the workspace split it polled on the reload
+//! tick), so the time is split into detection (until the first write) and the reconcile itself; requests are counted until the controller is quiet again.
 //!
 //!     cargo bench --bench controller_scale              # 2,000 namespaces, reload interval 10 s
 //!     cargo bench --bench controller_scale -- 5000 1    # namespaces, reload interval (seconds)
@@ -173,7 +173,7 @@ async fn run(n: usize, every: Duration) -> Result<(), String> {
     let settled = quiet(&fake, changed).await;
     controller.abort();
     println!(
-        "  policy change (+{NEW_TEMPLATE} in each namespace): first write after {:.2} s (the reload tick), \
+        "  policy change (+{NEW_TEMPLATE} in each namespace): first write after {:.2} s, \
          every namespace had it after {:.2} s ({:.2} s of reconciling), quiet after {:.2} s; {} requests:\n{}",
         detected.as_secs_f64(),
         done.as_secs_f64(),
