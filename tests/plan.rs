@@ -5,7 +5,9 @@ mod common;
 
 use std::process::Command;
 
-use gpu_slicer::planner::{self, Binding, Inventory, Isolation, Layout, allocatable};
+use gpu_slicer::planner::choose::{Binding, Layout};
+use gpu_slicer::planner::inventory::{Inventory, Isolation};
+use gpu_slicer::planner::{self, allocatable};
 use gpu_slicer_core::catalog;
 use gpu_slicer_core::check;
 use proptest::prelude::*;
@@ -22,7 +24,7 @@ fn close(a: f64, b: f64) -> bool {
 fn isolated_small_replicas_pack_into_one_mig_node() {
     // 56 replicas of 8Gi with memory isolation: one p4de.24xlarge at all-1g.10gb (8 GPUs x 7 slices of
     // 9728 MiB) for $27.447050/h, instead of seven p4de.24xlarge on whole GPUs ($192.13/h).
-    let p = planner::plan(&inventory("  - {name: embedder, namespace: ml-inference, replicas: 56, gpuMemory: 8Gi, isolation: memory, current: {instanceType: p4de.24xlarge, gpusPerReplica: 1}}\n")).unwrap();
+    let p = planner::assemble::plan(&inventory("  - {name: embedder, namespace: ml-inference, replicas: 56, gpuMemory: 8Gi, isolation: memory, current: {instanceType: p4de.24xlarge, gpusPerReplica: 1}}\n")).unwrap();
     assert_eq!(
         (p.workloads[0].instance_type, p.workloads[0].layout),
         ("p4de.24xlarge", Layout::Mig("1g.10gb"))
@@ -38,7 +40,7 @@ fn small_unisolated_replicas_are_time_sliced() {
     // 8 replicas of 4Gi, no isolation asked: a T4 (16384 MiB) holds floor(16384 / (4096 + 512)) = 3
     // replicas, so 3 x g4dn.xlarge = $1.578/h, cheaper than 2 x g6.xlarge at timeslice-4 ($1.6096/h) and
     // than 8 whole T4s ($4.208/h). Before: 8 x g6.xlarge = $6.4384/h.
-    let p = planner::plan(&inventory("  - {name: notebooks, namespace: dev, replicas: 8, gpuMemory: 4Gi, isolation: none, current: {instanceType: g6.xlarge}}\n")).unwrap();
+    let p = planner::assemble::plan(&inventory("  - {name: notebooks, namespace: dev, replicas: 8, gpuMemory: 4Gi, isolation: none, current: {instanceType: g6.xlarge}}\n")).unwrap();
     assert_eq!(
         (p.workloads[0].instance_type, p.workloads[0].layout),
         ("g4dn.xlarge", Layout::Timeslice(3))
@@ -53,7 +55,7 @@ fn small_unisolated_replicas_are_time_sliced() {
 fn whole_gpus_win_when_nothing_smaller_holds_the_model() {
     // One 70Gi replica: an H100 holds it whole, or as its 7g.80gb slice, on a p5.4xlarge for $6.88/h:
     // the same cost and node count, so the stronger isolation wins: a whole GPU.
-    let p = planner::plan(&inventory("  - {name: llm, namespace: serving, replicas: 1, gpuMemory: 70Gi, isolation: memory, current: {instanceType: p5.48xlarge}}\n")).unwrap();
+    let p = planner::assemble::plan(&inventory("  - {name: llm, namespace: serving, replicas: 1, gpuMemory: 70Gi, isolation: memory, current: {instanceType: p5.48xlarge}}\n")).unwrap();
     assert_eq!(
         (p.workloads[0].instance_type, p.workloads[0].layout),
         ("p5.4xlarge", Layout::Whole(1))
@@ -72,7 +74,7 @@ fn replicas_are_planned_on_nodes_whose_vcpu_and_memory_hold_them() {
     let inv = inventory(
         "  - {name: workers, namespace: batch, replicas: 24, gpuMemory: 3Gi, cpu: 3, memory: 10Gi, isolation: none, current: {instanceType: g4dn.xlarge}}\n",
     );
-    let p = planner::plan(&inv).unwrap();
+    let p = planner::assemble::plan(&inv).unwrap();
     let w = &p.workloads[0];
     assert_eq!(
         (w.instance_type, w.layout),
@@ -120,7 +122,7 @@ fn the_binding_resource_is_named_and_the_reserve_can_be_changed() {
     let inv = inventory(
         "  - {name: notebooks, namespace: dev, replicas: 8, gpuMemory: 4Gi, cpu: 2, memory: 8Gi, isolation: none, current: {instanceType: g6.xlarge}}\n",
     );
-    let p = planner::plan(&inv).unwrap();
+    let p = planner::assemble::plan(&inv).unwrap();
     let w = &p.workloads[0];
     assert_eq!(
         (w.instance_type, w.layout),
@@ -141,7 +143,7 @@ fn the_binding_resource_is_named_and_the_reserve_can_be_changed() {
     let inv = inventory(
         "  - {name: big-host, namespace: etl, replicas: 4, gpuMemory: 1Gi, cpu: 1, memory: 100Gi, isolation: none, current: {instanceType: g6.16xlarge}}\n",
     );
-    let p = planner::plan(&inv).unwrap();
+    let p = planner::assemble::plan(&inv).unwrap();
     let w = &p.workloads[0];
     assert_eq!(
         (w.instance_type, w.layout),
@@ -172,7 +174,7 @@ fn unisolated_replicas_time_share_mig_slices_when_that_is_cheapest() {
     // (9728 MiB) holds floor(9728 / 1536) = 6, capped at 4: 8 x 7 x 4 = 224 per p4de.24xlarge, whose
     // 95190m and 1056 GiB hold 237 and 528: one node, $27.44705/h, against 56 x g4dn.xlarge at
     // timeslice-4 ($29.46/h).
-    let p = planner::plan(&inventory("  - {name: shared, namespace: ml-shared, replicas: 224, gpuMemory: 1Gi, cpu: 400m, memory: 2Gi, isolation: none, current: {instanceType: g4dn.xlarge}}\n")).unwrap();
+    let p = planner::assemble::plan(&inventory("  - {name: shared, namespace: ml-shared, replicas: 224, gpuMemory: 1Gi, cpu: 400m, memory: 2Gi, isolation: none, current: {instanceType: g4dn.xlarge}}\n")).unwrap();
     let w = &p.workloads[0];
     assert_eq!(
         (w.instance_type, w.layout),
@@ -192,7 +194,7 @@ fn unisolated_replicas_time_share_mig_slices_when_that_is_cheapest() {
     assert_eq!(json["workloads"][0]["replicasPerSlice"], 4);
     assert_eq!(json["after"]["nodes"][0]["layout"], "all-1g.10gb-x4");
     // Memory isolation rules it out: the slices are then the replicas' own.
-    let p = planner::plan(&inventory("  - {name: shared, namespace: ml-shared, replicas: 224, gpuMemory: 1Gi, cpu: 400m, memory: 2Gi, isolation: memory, current: {instanceType: g4dn.xlarge}}\n")).unwrap();
+    let p = planner::assemble::plan(&inventory("  - {name: shared, namespace: ml-shared, replicas: 224, gpuMemory: 1Gi, cpu: 400m, memory: 2Gi, isolation: memory, current: {instanceType: g4dn.xlarge}}\n")).unwrap();
     assert!(!matches!(
         p.workloads[0].layout,
         Layout::MigTimeslice(..) | Layout::Timeslice(_)
@@ -203,7 +205,7 @@ fn unisolated_replicas_time_share_mig_slices_when_that_is_cheapest() {
 fn workloads_that_pick_the_same_layout_share_nodes() {
     // b (7 replicas) and c (2 replicas) of 4Gi each pick g4dn.xlarge at timeslice-3: alone they need
     // 3 + 1 nodes, together ceil(9 / 3) = 3. a is the 56-replica MIG case.
-    let p = planner::plan(&inventory(
+    let p = planner::assemble::plan(&inventory(
         "  - {name: a, namespace: ml-a, replicas: 56, gpuMemory: 8Gi, isolation: memory, current: {instanceType: p4de.24xlarge}}\n  - {name: b, namespace: ml-b, replicas: 7, gpuMemory: 4Gi, isolation: none, current: {instanceType: g4dn.xlarge}}\n  - {name: c, namespace: ml-c, replicas: 2, gpuMemory: 4Gi, isolation: none, current: {instanceType: g4dn.xlarge}}\n",
     ))
     .unwrap();
@@ -260,24 +262,24 @@ fn bad_inventories_name_the_field() {
     assert!(bad("  nodeReserve: {cpu: x}\n  workloads: []\n").contains("spec.nodeReserve.cpu"));
     // A replica that fits no node of its current type by the model: a warning naming the allocatable
     // (it runs there today, so the reserve or the requests are off), counted at one per GPU.
-    let p = planner::plan(&inventory("  - {name: a, namespace: b, replicas: 1, gpuMemory: 1Gi, cpu: 4, memory: 1Gi, isolation: none, current: {instanceType: g6.xlarge}}\n")).unwrap();
+    let p = planner::assemble::plan(&inventory("  - {name: a, namespace: b, replicas: 1, gpuMemory: 1Gi, cpu: 4, memory: 1Gi, isolation: none, current: {instanceType: g6.xlarge}}\n")).unwrap();
     assert!(
         p.warnings[0].contains("cannot run one replica by this model: it offers 3420m vCPU"),
         "{:?}",
         p.warnings
     );
     assert_eq!(p.before.nodes, 1);
-    let err = planner::plan(&inventory("  - {name: a, namespace: b, replicas: 1, gpuMemory: 1Gi, isolation: none, current: {instanceType: x1.large}}\n")).unwrap_err();
+    let err = planner::assemble::plan(&inventory("  - {name: a, namespace: b, replicas: 1, gpuMemory: 1Gi, isolation: none, current: {instanceType: x1.large}}\n")).unwrap_err();
     assert!(
         err[0].contains("current.instanceType \"x1.large\""),
         "{err:?}"
     );
-    let err = planner::plan(&inventory("  - {name: a, namespace: b, replicas: 1, gpuMemory: 900Gi, isolation: none, current: {instanceType: g6.xlarge}}\n")).unwrap_err();
+    let err = planner::assemble::plan(&inventory("  - {name: a, namespace: b, replicas: 1, gpuMemory: 900Gi, isolation: none, current: {instanceType: g6.xlarge}}\n")).unwrap_err();
     assert!(
         err[0].contains("no catalogued GPU holds gpuMemory 900Gi"),
         "{err:?}"
     );
-    let err = planner::plan(&inventory("  - {name: a, namespace: b, replicas: 1, gpuMemory: 1Gi, cpu: 500, memory: 1Gi, isolation: none, current: {instanceType: g6.xlarge}}\n")).unwrap_err();
+    let err = planner::assemble::plan(&inventory("  - {name: a, namespace: b, replicas: 1, gpuMemory: 1Gi, cpu: 500, memory: 1Gi, isolation: none, current: {instanceType: g6.xlarge}}\n")).unwrap_err();
     assert!(
         err[0].contains("no catalogued instance type holds one replica of gpuMemory 1Gi (no isolation), cpu 500 and memory 1Gi on one node"),
         "{err:?}"
@@ -286,7 +288,7 @@ fn bad_inventories_name_the_field() {
 
 #[test]
 fn emitted_artifacts_pass_policy_check_together() {
-    let p = planner::plan(&inventory(
+    let p = planner::assemble::plan(&inventory(
         "  - {name: a, namespace: ml-a, replicas: 56, gpuMemory: 8Gi, isolation: memory, current: {instanceType: p4de.24xlarge}}\n  - {name: b, namespace: ml-b, replicas: 7, gpuMemory: 4Gi, isolation: none, current: {instanceType: g4dn.xlarge}}\n  - {name: llm, namespace: serving, replicas: 1, gpuMemory: 70Gi, isolation: memory, current: {instanceType: p5.48xlarge}}\n  - {name: shared, namespace: ml-shared, replicas: 224, gpuMemory: 1Gi, cpu: 400m, memory: 2Gi, isolation: none, current: {instanceType: g4dn.xlarge}}\n",
     ))
     .unwrap();
@@ -388,7 +390,7 @@ proptest! {
     fn plans_respect_geometry_isolation_hosts_and_never_cost_more(ws in (1usize..5).prop_flat_map(|n| (0..n).map(arb_workload).collect::<Vec<_>>())) {
         let inv = inventory(&ws.concat());
         prop_assume!(feasible_current(&inv));
-        let Ok(p) = planner::plan(&inv) else { return Ok(()) };
+        let Ok(p) = planner::assemble::plan(&inv) else { return Ok(()) };
         for (w, wp) in inv.workloads.iter().zip(&p.workloads) {
             let it = catalog::instance_type(wp.instance_type).unwrap();
             match wp.layout {

@@ -61,8 +61,10 @@ pub struct PlanArgs {
 pub(super) fn run(args: PlanArgs) -> ExitCode {
     let result = (|| -> anyhow::Result<()> {
         let mut inventory = match &args.file {
-            Some(file) => planner::Inventory::parse(&crate::input::read_arg(file)?, file)
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            Some(file) => {
+                planner::inventory::Inventory::parse(&crate::input::read_arg(file)?, file)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+            }
             None => inventory_from_cluster(args.kubeconfig.as_deref())?,
         };
         if let Some(n) = args.max_shared_replicas {
@@ -73,21 +75,21 @@ pub(super) fn run(args: PlanArgs) -> ExitCode {
                 .ok_or_else(|| anyhow::anyhow!("--context-overhead {q:?} is not a quantity"))?;
         }
         if let Some(q) = &args.node_reserve_cpu {
-            inventory.node_reserve.cpu_millis = planner::parse_cpu(q)
+            inventory.node_reserve.cpu_millis = planner::inventory::parse_cpu(q)
                 .ok_or_else(|| anyhow::anyhow!("--node-reserve-cpu {q:?} is not a CPU quantity"))?;
         }
         if let Some(q) = &args.node_reserve_memory {
             inventory.node_reserve.memory = gpu_slicer_core::quantity::parse(q)
                 .ok_or_else(|| anyhow::anyhow!("--node-reserve-memory {q:?} is not a quantity"))?;
         }
-        let plan = planner::plan(&inventory)
+        let plan = planner::assemble::plan(&inventory)
             .map_err(|e| e.join("\n"))
             .map_err(anyhow::Error::msg)?;
         for w in &plan.warnings {
             eprintln!("warning: {}", escape_controls(w));
         }
         match args.output {
-            PlanOutput::Table => print!("{}", planner::table(&plan)),
+            PlanOutput::Table => print!("{}", planner::text::table(&plan)),
             PlanOutput::Json => println!(
                 "{}",
                 serde_json::to_string_pretty(&plan).map_err(|e| anyhow::anyhow!("{e}"))?
@@ -120,7 +122,7 @@ pub(super) fn run(args: PlanArgs) -> ExitCode {
 /// overhead; the flags override them as for a file).
 pub(super) fn inventory_from_cluster(
     kubeconfig: Option<&Path>,
-) -> anyhow::Result<planner::Inventory> {
+) -> anyhow::Result<planner::inventory::Inventory> {
     let objects = on_cluster(kubeconfig, |client| async move {
         planner::cluster::list_workloads(client)
             .await
@@ -135,9 +137,9 @@ pub(super) fn inventory_from_cluster(
             "no GPU workload in the cluster has what the planner needs (see the skipped lines)"
         ));
     }
-    Ok(planner::Inventory {
-        max_shared_replicas: planner::DEFAULT_MAX_SHARED_REPLICAS,
-        context_overhead: planner::DEFAULT_CONTEXT_OVERHEAD,
+    Ok(planner::inventory::Inventory {
+        max_shared_replicas: planner::inventory::DEFAULT_MAX_SHARED_REPLICAS,
+        context_overhead: planner::inventory::DEFAULT_CONTEXT_OVERHEAD,
         node_reserve: planner::allocatable::NodeReserve::default(),
         workloads,
     })

@@ -31,8 +31,6 @@
 //! - the renderers, which read a plan and decide nothing: [`text`] (the table), [`html`] (the page),
 //!   [`emit`] (the configs that make it real).
 //!
-//! Every public item of the parts is re-exported here, at the path it had before the split.
-//!
 //! Imports: the core, [`crate::input`], [`crate::terminal`], [`crate::html`] and [`crate::cluster`];
 //! never its peers (doctor, report, usage) or the CLI.
 
@@ -45,12 +43,3 @@ pub mod html;
 pub mod inventory;
 pub mod pack;
 pub mod text;
-
-pub use assemble::{After, Before, HOURS_PER_MONTH, Plan, WorkloadPlan, plan};
-pub use choose::{Binding, Choice, Fit, Layout, Pick, options, pick};
-pub use inventory::{
-    API_VERSION, DEFAULT_CONTEXT_OVERHEAD, DEFAULT_MAX_SHARED_REPLICAS, Inventory, InventoryError,
-    Isolation, KIND, Workload, cpu_text, memory_text, parse_cpu,
-};
-pub use pack::{NodeGroup, NodeLoad, ResourcesJson, pack};
-pub use text::table;
