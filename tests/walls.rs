@@ -3,7 +3,8 @@
 //!   and its code reads no file, network, environment or clock;
 //! - the top-level modules of each crate import only modules below them (the order their `lib.rs`
 //!   documents), and the peer subsystems (planner, doctor, report, usage) do not import each other;
-//! - no production source file is over 800 lines (data tables excepted) and no function over 120.
+//! - no production source file is over 800 lines (data tables excepted) and no function over 120;
+//! - the crate roots re-export nothing.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -255,6 +256,20 @@ fn check_layers(layers: &Layers) -> Vec<String> {
         }
     }
     wrong
+}
+
+#[test]
+fn crate_roots_re_export_nothing() {
+    // Imports name where things live (`gpu_slicer_core::engine`, `crate::webhook::server`), never a
+    // shortcut at the root.
+    for lib in ["src/lib.rs", "crates/gpu-slicer-core/src/lib.rs"] {
+        let text = std::fs::read_to_string(root().join(lib)).unwrap();
+        let uses: Vec<&str> = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("pub use"))
+            .collect();
+        assert!(uses.is_empty(), "{lib} re-exports: {uses:?}");
+    }
 }
 
 #[test]
