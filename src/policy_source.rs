@@ -1,8 +1,8 @@
 //! Where the policy comes from, in one place: a file (`--policy`), the webhook's ConfigMap as
 //! `manifests/webhook` deploys it, or the example embedded in the binary. `serve`, `mutate`,
-//! `policy check` / `report`, `plan`, `doctor`, `usage` and the template controller all read it
-//! through [`PolicySource`]; the server and the controller share the policy in force through
-//! [`LivePolicy`]. The policy's model and validation are the core's ([`gpu_slicer_core::policy`]).
+//! `policy check` / `report`, `dra`, `karpenter`, `doctor` and `usage` read it through
+//! [`PolicySource`] (or [`load_file`] for a required `--policy`); the server and the template
+//! controller share the policy in force through [`LivePolicy`]. The policy's model and validation are the core's ([`gpu_slicer_core::policy`]).
 //!
 //! Imports: [`crate::input`] (files) and [`crate::cluster`] (the ConfigMap read), nothing above.
 
@@ -87,18 +87,18 @@ impl PolicySource {
 
     /// Reads a file or the embedded example: what needs no cluster. The ConfigMap source says it
     /// needs one.
-    pub fn read_offline(&self) -> Result<LoadedPolicy, PolicyError> {
+    pub fn read_offline(&self) -> Result<LoadedPolicy, SourceError> {
         match self {
-            PolicySource::File(path) => Ok(loaded_file(load_file(path)?, path)),
+            PolicySource::File(path) => Ok(loaded_file(
+                load_file(path).map_err(SourceError::File)?,
+                path,
+            )),
             PolicySource::Embedded => Ok(LoadedPolicy {
                 policy: example(),
                 source: "the example policy".into(),
                 object: format!("SlicingPolicy/{EXAMPLE_ORIGIN}"),
             }),
-            PolicySource::ConfigMap => Err(PolicyError::Parse {
-                path: format!("ConfigMap {POLICY_NAMESPACE}/{POLICY_CONFIGMAP}"),
-                message: "reading it needs cluster access".into(),
-            }),
+            PolicySource::ConfigMap => Err(SourceError::NeedsCluster),
         }
     }
 
@@ -107,7 +107,7 @@ impl PolicySource {
     pub async fn read(&self, client: &kube::Client) -> Result<LoadedPolicy, SourceError> {
         match self {
             PolicySource::ConfigMap => from_configmap(client).await.map_err(SourceError::NoPolicy),
-            other => other.read_offline().map_err(SourceError::File),
+            other => other.read_offline(),
         }
     }
 }
@@ -164,6 +164,8 @@ pub enum SourceError {
     File(PolicyError),
     /// The webhook's ConfigMap is absent, unreadable or invalid.
     NoPolicy(NoPolicy),
+    /// The ConfigMap source, asked for without a cluster.
+    NeedsCluster,
 }
 
 impl std::fmt::Display for SourceError {
@@ -171,9 +173,15 @@ impl std::fmt::Display for SourceError {
         match self {
             SourceError::File(e) => write!(f, "{e}"),
             SourceError::NoPolicy(no) => write!(f, "{}", no.why()),
+            SourceError::NeedsCluster => write!(
+                f,
+                "ConfigMap {POLICY_NAMESPACE}/{POLICY_CONFIGMAP}: reading it needs cluster access"
+            ),
         }
     }
 }
+
+impl std::error::Error for SourceError {}
 
 fn loaded_file(policy: Policy, path: &Path) -> LoadedPolicy {
     LoadedPolicy {
@@ -279,6 +287,11 @@ impl LivePolicy {
             generation = *g;
         });
         generation
+    }
+
+    /// How many policies have been in force (the first is 1).
+    pub fn generation(&self) -> u64 {
+        *self.generation.borrow()
     }
 
     /// A receiver that wakes on every replacement.

@@ -130,7 +130,7 @@ fn the_core_crate_reads_no_file_network_environment_or_clock() {
 /// itself). Modules of one group are peers and may not import each other.
 struct Layers {
     src: &'static str,
-    /// How the crate names itself in paths inside its own files.
+    /// The top-level modules in groups, lowest first.
     groups: &'static [&'static [&'static str]],
 }
 

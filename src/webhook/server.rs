@@ -122,10 +122,9 @@ pub struct App {
     policy_status: Mutex<PolicyStatus>,
 }
 
-/// The policy's history, for `/readyz`.
+/// The last refused policy, for `/readyz` (the generation in force is [`LivePolicy`]'s).
 #[derive(Debug, Clone, Default)]
 struct PolicyStatus {
-    generation: u64,
     last_error: Option<String>,
 }
 
@@ -148,10 +147,7 @@ impl App {
             detached: BodyBudget::new(limits.budget()).detached(),
             limits,
             accepting: AtomicBool::new(true),
-            policy_status: Mutex::new(PolicyStatus {
-                generation: 1,
-                last_error: None,
-            }),
+            policy_status: Mutex::new(PolicyStatus { last_error: None }),
         })
     }
 
@@ -188,11 +184,11 @@ impl App {
     /// Puts a new valid policy in force, atomically between requests.
     pub fn replace_policy(&self, policy: Policy) {
         let rules = policy.rules.len();
-        self.policy.replace(policy);
+        // Under the status lock, so `/readyz` never pairs a new generation with an old error.
         let mut status = self.policy_status.lock().unwrap_or_else(|p| p.into_inner());
-        status.generation += 1;
+        let generation = self.policy.replace(policy);
         status.last_error = None;
-        self.metrics.policy_generation.set(status.generation as i64);
+        self.metrics.policy_generation.set(generation as i64);
         self.metrics.policy_rules.set(rules as i64);
     }
 
@@ -497,17 +493,16 @@ async fn review(app: &App, body: Body, length: Option<usize>, mut held: Held) ->
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     let ready = app.ready();
-    let status = app
-        .policy_status
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let (generation, last_error) = {
+        let status = app.policy_status.lock().unwrap_or_else(|p| p.into_inner());
+        (app.policy.generation(), status.last_error.clone())
+    };
     let body = serde_json::json!({
         "ready": ready,
         "policy": {
-            "generation": status.generation,
+            "generation": generation,
             "rules": app.policy.load().rules.len(),
-            "lastError": status.last_error,
+            "lastError": last_error,
         },
         "nodePools": app.pools.load().len(),
         "cluster": app.cluster().map_or(serde_json::json!("offline"), |c| c.status()),
