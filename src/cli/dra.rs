@@ -37,8 +37,7 @@ pub struct DraClassesArgs {
 
 pub(super) fn templates(args: DraTemplatesArgs) -> ExitCode {
     print_yaml_or_fail((|| {
-        let policy =
-            crate::policy_source::load_file(&args.policy).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let policy = crate::policy_source::load_file(&args.policy)?;
         let mut labels = gpu_slicer_core::labels::name_label(&args.namespace);
         labels.extend(args.namespace_labels.iter().cloned());
         let Some(rule) = policy.rule_for(&args.namespace, &labels) else {
@@ -73,8 +72,7 @@ pub(super) fn templates(args: DraTemplatesArgs) -> ExitCode {
 
 pub(super) fn device_classes(args: DraClassesArgs) -> ExitCode {
     print_yaml_or_fail((|| {
-        let policy =
-            crate::policy_source::load_file(&args.policy).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let policy = crate::policy_source::load_file(&args.policy)?;
         let (classes, skipped) = gpu_slicer_core::dra::device_classes(&policy);
         for s in &skipped {
             eprintln!("note: not mapped: {}", escape_controls(s));

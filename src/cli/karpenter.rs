@@ -29,9 +29,8 @@ pub struct OverlaysArgs {
 
 pub(super) fn overlays(args: OverlaysArgs) -> ExitCode {
     let result = (|| -> anyhow::Result<String> {
-        let policy =
-            crate::policy_source::load_file(&args.policy).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let pools = crate::input::nodepools(&args.nodepools).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let policy = crate::policy_source::load_file(&args.policy)?;
+        let pools = crate::input::nodepools(&args.nodepools)?;
         let ops = load_gpu_operator(args.gpu_operator.as_deref())?.unwrap_or_default();
         let overlays = karpenter::overlays(&policy, &pools, &ops)
             .map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;

@@ -114,12 +114,12 @@ fn load_policy(path: Option<&Path>) -> anyhow::Result<Policy> {
     PolicySource::file_or_example(path)
         .read_offline()
         .map(|loaded| loaded.policy)
-        .map_err(|e| anyhow::anyhow!("{e}"))
+        .map_err(anyhow::Error::from)
 }
 
 fn load_pools(dir: Option<&Path>) -> anyhow::Result<NodePoolIndex> {
     match dir {
-        Some(d) => crate::input::nodepools(d).map_err(|e| anyhow::anyhow!("{e}")),
+        Some(d) => Ok(crate::input::nodepools(d)?),
         None => Ok(NodePoolIndex::default()),
     }
 }
@@ -136,9 +136,7 @@ where
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async {
-        let client = kubeapi::client(kubeconfig)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let client = kubeapi::client(kubeconfig).await?;
         work(client).await
     })
 }
@@ -161,14 +159,13 @@ fn yaml_stream(header: &str, objects: &[serde_json::Value]) -> anyhow::Result<St
     let mut out = header.to_string();
     for o in objects {
         out.push_str("---\n");
-        out.push_str(&serde_norway::to_string(o).map_err(|e| anyhow::anyhow!("{e}"))?);
+        out.push_str(&serde_norway::to_string(o)?);
     }
     Ok(out)
 }
 
 fn load_gpu_operator(dir: Option<&Path>) -> anyhow::Result<Option<GpuOperatorConfigs>> {
-    dir.map(|d| crate::input::gpu_operator_configs(d).map_err(|e| anyhow::anyhow!("{e}")))
-        .transpose()
+    Ok(dir.map(crate::input::gpu_operator_configs).transpose()?)
 }
 
 /// The policy to judge by: `--policy FILE`, else the webhook's ConfigMap; with where it was read.
@@ -176,10 +173,7 @@ async fn cluster_policy(
     client: &kube::Client,
     path: Option<&Path>,
 ) -> anyhow::Result<(Policy, String)> {
-    let loaded = PolicySource::file_or_configmap(path)
-        .read(client)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let loaded = PolicySource::file_or_configmap(path).read(client).await?;
     // A file is named by its path in titles; the ConfigMap by where it was read.
     let shown = path.map_or(loaded.source, |p| p.display().to_string());
     Ok((loaded.policy, shown))

@@ -154,9 +154,7 @@ pub(super) fn mutate_inner(args: &MutateArgs) -> anyhow::Result<bool> {
         Output::Review => {
             String::from_utf8_lossy(&admission::respond(&uid, &decision)).into_owned()
         }
-        Output::Patch => {
-            serde_json::to_string_pretty(&decision.patch).map_err(|e| anyhow::anyhow!("{e}"))?
-        }
+        Output::Patch => serde_json::to_string_pretty(&decision.patch)?,
         Output::Pod => {
             if decision.denied.is_some() {
                 return Ok(false);
@@ -164,7 +162,7 @@ pub(super) fn mutate_inner(args: &MutateArgs) -> anyhow::Result<bool> {
             let mut pod_value = pod_value;
             json_patch::patch(&mut pod_value, &decision.patch)
                 .map_err(|e| anyhow::anyhow!("internal error: the patch does not apply: {e}"))?;
-            serde_norway::to_string(&pod_value).map_err(|e| anyhow::anyhow!("{e}"))?
+            serde_norway::to_string(&pod_value)?
         }
     };
     println!("{}", out.trim_end());

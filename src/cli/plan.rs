@@ -62,8 +62,7 @@ pub(super) fn run(args: PlanArgs) -> ExitCode {
     let result = (|| -> anyhow::Result<()> {
         let mut inventory = match &args.file {
             Some(file) => {
-                planner::inventory::Inventory::parse(&crate::input::read_arg(file)?, file)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                planner::inventory::Inventory::parse(&crate::input::read_arg(file)?, file)?
             }
             None => inventory_from_cluster(args.kubeconfig.as_deref())?,
         };
@@ -90,10 +89,7 @@ pub(super) fn run(args: PlanArgs) -> ExitCode {
         }
         match args.output {
             PlanOutput::Table => print!("{}", planner::text::table(&plan)),
-            PlanOutput::Json => println!(
-                "{}",
-                serde_json::to_string_pretty(&plan).map_err(|e| anyhow::anyhow!("{e}"))?
-            ),
+            PlanOutput::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
         }
         if let Some(dir) = &args.emit {
             let emitted = planner::emit::emit(&plan, dir).map_err(anyhow::Error::msg)?;

@@ -77,12 +77,12 @@ pub(super) fn load_dra_cluster(
 pub(super) fn check(args: CheckArgs) -> ExitCode {
     let origin = args.file.display().to_string();
     let loaded = crate::policy_source::load_file(&args.file)
-        .map_err(|e| anyhow::anyhow!("{e}"))
+        .map_err(anyhow::Error::from)
         .and_then(|policy| {
             let pools = args
                 .nodepools
                 .as_deref()
-                .map(|d| crate::input::nodepools(d).map_err(|e| anyhow::anyhow!("{e}")))
+                .map(crate::input::nodepools)
                 .transpose()?;
             let ops = load_gpu_operator(args.gpu_operator.as_deref())?;
             let dra = load_dra_cluster(&args)?;

@@ -126,8 +126,7 @@ pub(super) fn policy_report_inner(args: &ReportArgs) -> anyhow::Result<report::P
     for (format, file) in outputs {
         let text = match format {
             "json" => {
-                let mut j =
-                    serde_json::to_string_pretty(&built).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let mut j = serde_json::to_string_pretty(&built)?;
                 j.push('\n');
                 j
             }
